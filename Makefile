@@ -1,0 +1,46 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both set everything up first and
+# are safe to run again: the venv is rebuilt only when pyproject.toml or constraints.txt change.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (apt-get install python3)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python -m venv failed: installing Debian's python3-venv"; \
+	  apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package; $$RESNET_DATA may point elsewhere instead.
+data:
+	@if [ -n "$$RESNET_DATA" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }; \
+	elif command -v sudo >/dev/null 2>&1; then \
+	  sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "warning: Fashion-MNIST not found; install dataset-fashion-mnist or set RESNET_DATA"; fi
+
+demo: setup
+	$(BIN)/resnet models 'resnet*'
+	$(BIN)/python -c "import torch, resnet; m = resnet.create('resnet20', in_chans=1).eval(); \
+	print('resnet20 forward on a 1x1x28x28 input ->', tuple(m(torch.zeros(1, 1, 28, 28)).shape))"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

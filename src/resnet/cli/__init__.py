@@ -1,0 +1,45 @@
+"""`resnet <command>`: each command module parses flags into a config and calls the public API."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ..errors import ResNetError
+
+# One module per command under resnet.cli; each defines add_parser(subparsers) and run(args).
+COMMANDS = ("models",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnet", description="Residual networks: build, train, explain and deploy."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"resnet {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"resnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ResNetError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if os.environ.get("RESNET_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"resnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2

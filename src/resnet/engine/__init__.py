@@ -1,0 +1,1 @@
+"""Training machinery: configs, the loop, evaluation, optimisers and schedules, checkpoints."""

@@ -1,0 +1,128 @@
+"""Self-describing checkpoints: written atomically, read with `weights_only=True`.
+
+A checkpoint holds everything `predict`, `val` and `export` need, so they take only its path:
+
+    format, version       "resnet-checkpoint", 1
+    arch                  registered name ("resnet20") or "custom"
+    spec, model_options   ResNetSpec.to_dict() and the ResNet constructor options
+    model                 the state_dict
+    classes               class names, in output order
+    preprocessing         {"in_chans", "size": [H, W], "mean", "std", "resize", "crop"}
+    config, epoch, step, optimizer, scheduler, ema, rng, metrics, versions   (training state)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ResNetError
+from ..models import ResNet, ResNetSpec
+
+FORMAT = "resnet-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
+    """Calls `write(file_object)` on a temp file beside `path`, then renames it into place.
+
+    A crash or kill mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {"resnet": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def model_state(model: ResNet) -> dict[str, Any]:
+    """The part of a checkpoint that rebuilds the model."""
+    model = getattr(model, "module", model)  # DDP / compiled wrappers
+    model = getattr(model, "_orig_mod", model)
+    return {
+        "arch": getattr(model, "arch", "custom"),
+        "spec": model.spec.to_dict(),
+        "model_options": dict(model.options),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, model: ResNet, **extra) -> Path:
+    """Writes model + `extra` (classes, preprocessing, training state) atomically."""
+    state = {"format": FORMAT, "version": VERSION, **model_state(model), "versions": versions()}
+    state.update(extra)
+    return atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a checkpoint safely: tensors and plain data only, never pickled code."""
+    path = Path(path)
+    if not path.exists():
+        raise ResNetError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).exists():
+                path = path / name
+                break
+        else:
+            raise ResNetError(f"{path} is a folder without best.pt or last.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ResNetError(
+            f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "
+            f"(weights_only=True). Re-save its state_dict. ({str(e).splitlines()[0][:120]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ResNetError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                          f"{str(e).splitlines()[0][:160]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ResNetError(f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "
+                          "for plain state_dicts use `resnet.create(..., weights=PATH)`")
+    if state.get("version", 0) > VERSION:
+        raise ResNetError(f"{path} was written by a newer resnet (format {state['version']})")
+    return state
+
+
+def build_model(state: dict[str, Any]) -> ResNet:
+    """Rebuilds the model a checkpoint describes and loads its weights (strict)."""
+    model = ResNet(ResNetSpec.from_dict(state["spec"]), **state["model_options"])
+    model.arch = state.get("arch", "custom")
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as e:
+        raise ResNetError(f"checkpoint weights do not fit its model {model.arch}: "
+                          f"{str(e).splitlines()[0][:200]}") from None
+    return model
+
+
+def load_model(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any]]:
+    """`(model in eval mode, checkpoint dict)` for a checkpoint file or run folder."""
+    state = load_checkpoint(path)
+    return build_model(state).eval(), state

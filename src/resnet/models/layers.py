@@ -1,0 +1,107 @@
+"""Small building pieces shared by the blocks: norms, shortcuts, stochastic depth."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NormFactory = Callable[[int], nn.Module]
+
+NORMS = ("batch", "group")
+
+
+def group_count(channels: int) -> int:
+    """Groups for GroupNorm: 32 as in Wu & He 2018 where the width allows, at least 2 channels each."""
+    return math.gcd(32, max(1, channels // 2))
+
+
+def norm_factory(kind: str) -> NormFactory:
+    """Returns a function `channels -> norm module` for `kind` in NORMS."""
+    if kind == "batch":
+        return nn.BatchNorm2d
+    if kind == "group":
+        return lambda c: nn.GroupNorm(group_count(c), c)
+    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut (He et al. 2015, §4.2): subsample, then zero-pad the new channels.
+
+    It has no parameters, which is why the CIFAR nets have exactly the paper's counts.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        if cout < cin:
+            raise ValueError(f"option-A shortcut cannot shrink channels ({cin} -> {cout})")
+        self.extra = cout - cin
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+
+SHORTCUTS = ("A", "B", "D")
+
+
+def make_shortcut(
+    kind: str, cin: int, cout: int, stride: int, norm: NormFactory, with_norm: bool = True
+) -> nn.Module | None:
+    """The shortcut of a block whose input and output shapes differ; None when they match.
+
+    A: zero-padded identity (no parameters). B: 1x1 projection (+ norm), as in torchvision.
+    D: average-pool then 1x1 projection (Bag of Tricks, ResNet-D), so no activation is skipped.
+    Pre-activation blocks project the already normalised input, so they use no norm here.
+    """
+    if stride == 1 and cin == cout:
+        return None
+    if kind == "A":
+        return PadShortcut(cin, cout, stride)
+    if kind == "B":
+        layers: list[nn.Module] = [conv1x1(cin, cout, stride)]
+    elif kind == "D":
+        pool: nn.Module = (
+            nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+            if stride > 1
+            else nn.Identity()
+        )
+        layers = [pool, conv1x1(cin, cout)]
+    else:
+        raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
+    if with_norm:
+        layers.append(norm(cout))
+    return nn.Sequential(*layers)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drops a sample's residual branch, rescaling the rest."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

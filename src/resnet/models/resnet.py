@@ -1,0 +1,260 @@
+"""The ResNet module, built from a `ResNetSpec`: one class for every variant of the literature."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
+
+from .blocks import BLOCKS
+from .layers import SHORTCUTS, conv3x3, norm_factory
+
+STEMS = ("imagenet", "deep", "cifar")
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """What distinguishes one residual network from another. Variants are data, not flags.
+
+    Attributes:
+        block: "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, x4 expansion).
+        depths: blocks per stage.
+        widths: base width (planes) per stage; a stage outputs `width * expansion` channels.
+        stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D) or "cifar" (one 3x3/1).
+        stem_width: channels out of the stem.
+        shortcut: "A" zero-pad identity, "B" 1x1 projection, "D" avg-pool + projection.
+        groups, base_width: ResNeXt cardinality and width per group (wide nets: base_width 128).
+        preact: full pre-activation blocks (He et al. 2016).
+        skip: False builds the plain twin: the same layers without any shortcut.
+        stride_on: "3x3" (v1.5, torchvision) or "1x1" (the 2015 paper's bottleneck).
+    """
+
+    block: str
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem: str = "imagenet"
+    stem_width: int = 64
+    shortcut: str = "B"
+    groups: int = 1
+    base_width: int = 64
+    preact: bool = False
+    skip: bool = True
+    stride_on: str = "3x3"
+
+    def __post_init__(self):
+        if self.block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', not {self.block!r}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}")
+        if self.stride_on not in ("3x3", "1x1"):
+            raise ValueError(f"stride_on must be '3x3' or '1x1', not {self.stride_on!r}")
+        if len(self.depths) != len(self.widths) or len(self.depths) not in (3, 4):
+            raise ValueError("depths and widths need one entry per stage, 3 or 4 stages")
+        if min(self.depths) < 1 or min(self.widths) < 1:
+            raise ValueError("every stage needs at least one block and one channel")
+
+    @property
+    def expansion(self) -> int:
+        return BLOCKS[(self.block, self.preact)].expansion
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers on the main path (convolutions + the classifier), as the papers count."""
+        per_block = 2 if self.block == "basic" else 3
+        stem = 3 if self.stem == "deep" else 1
+        return per_block * sum(self.depths) + stem + 1
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["depths"], d["widths"] = list(self.depths), list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ResNetSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ResNetSpec fields: {', '.join(sorted(unknown))}")
+        d = dict(d, depths=tuple(d["depths"]), widths=tuple(d["widths"]))
+        return cls(**d)
+
+
+class ResNet(nn.Module):
+    """A residual network (or its plain twin) with torchvision's parameter names.
+
+    Args:
+        spec: the architecture.
+        num_classes: classifier outputs; 0 gives a model that returns pooled features.
+        in_chans: input channels (1 for grey scans, N for multispectral images).
+        small_input: for ImageNet stems, a 3x3 stride-1 first conv and no max-pool, so a
+            28-64 px image is not shrunk 4x before the first block.
+        zero_init_residual: start each residual branch at zero (Goyal et al. 2017).
+        drop_path_rate: stochastic depth, rising linearly to this rate at the last block.
+        block_dropout: dropout between a block's convolutions (Wide ResNets use 0.3).
+        head_dropout: dropout before the classifier.
+        norm: "batch" or "group" (GroupNorm, for tiny batches).
+        grad_checkpointing: recompute activations in the backward pass (for 1000-layer nets).
+    """
+
+    __jit_ignored_attributes__ = ["spec", "options"]
+
+    def __init__(
+        self,
+        spec: ResNetSpec,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        small_input: bool = False,
+        zero_init_residual: bool = False,
+        drop_path_rate: float = 0.0,
+        block_dropout: float = 0.0,
+        head_dropout: float = 0.0,
+        norm: str = "batch",
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if num_classes < 0 or in_chans < 1:
+            raise ValueError(f"need num_classes >= 0 and in_chans >= 1 (got {num_classes}, {in_chans})")
+        for name, p in (("drop_path_rate", drop_path_rate), ("block_dropout", block_dropout),
+                        ("head_dropout", head_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if small_input and spec.stem == "cifar":
+            raise ValueError("small_input applies to ImageNet stems; the CIFAR stem is already 3x3/1")
+        if zero_init_residual and not spec.skip:
+            raise ValueError("zero_init_residual would zero every block of a plain net: it has no skips")
+        self.spec = spec
+        self.options = dict(
+            num_classes=num_classes, in_chans=in_chans, small_input=small_input,
+            zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate,
+            block_dropout=block_dropout, head_dropout=head_dropout, norm=norm,
+            grad_checkpointing=grad_checkpointing,
+        )
+        self.grad_checkpointing = grad_checkpointing
+        make_norm = norm_factory(norm)
+        block = BLOCKS[(spec.block, spec.preact)]
+
+        # Stem. A pre-activation CIFAR net starts with a bare conv: its first block normalises.
+        sw = spec.stem_width
+        stride = 1 if small_input else 2
+        if spec.stem == "imagenet":
+            self.conv1 = (
+                conv3x3(in_chans, sw) if small_input
+                else nn.Conv2d(in_chans, sw, 7, stride=2, padding=3, bias=False)
+            )
+        elif spec.stem == "deep":
+            half = sw // 2
+            self.conv1 = nn.Sequential(
+                conv3x3(in_chans, half, stride), make_norm(half), nn.ReLU(inplace=True),
+                conv3x3(half, half), make_norm(half), nn.ReLU(inplace=True),
+                conv3x3(half, sw),
+            )
+        else:
+            self.conv1 = conv3x3(in_chans, sw)
+        bare_stem = spec.preact and spec.stem == "cifar"
+        self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
+        self.act1 = nn.Identity() if bare_stem else nn.ReLU(inplace=True)
+        has_pool = spec.stem != "cifar" and not small_input
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if has_pool else nn.Identity()
+        reduction = 1 if spec.stem == "cifar" else stride
+        self.feature_info = [
+            dict(num_chs=sw, reduction=reduction, module="conv1" if bare_stem else "act1")
+        ]
+        reduction *= 2 if has_pool else 1
+
+        # Stages.
+        total = sum(spec.depths)
+        index = 0
+        inplanes = sw
+        self.stage_names: list[str] = []
+        for i, (n, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
+            stage_stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n):
+                rate = drop_path_rate * index / max(total - 1, 1)
+                blocks.append(block(
+                    inplanes, width, stage_stride if j == 0 else 1, norm=make_norm,
+                    shortcut=spec.shortcut, groups=spec.groups, base_width=spec.base_width,
+                    stride_on_1x1=spec.stride_on == "1x1", drop_path=rate,
+                    drop_rate=block_dropout, skip=spec.skip,
+                ))
+                inplanes = width * block.expansion
+                index += 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            reduction *= stage_stride
+            self.feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
+        if len(spec.depths) == 3:
+            self.layer4 = nn.Identity()  # CIFAR-style nets have three stages; no parameters here.
+
+        # Pre-activation nets normalise once more before pooling (the last block ends on a conv).
+        self.final_norm = make_norm(inplanes) if spec.preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
+        self.num_features = inplanes
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(inplanes, num_classes) if num_classes else nn.Identity()
+        self.num_classes = num_classes
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if isinstance(self.fc, nn.Linear):
+            # PyTorch's default Linear init (kept for parity with torchvision's numbers).
+            bound = 1.0 / math.sqrt(self.fc.in_features)
+            nn.init.uniform_(self.fc.weight, -bound, bound)
+            nn.init.uniform_(self.fc.bias, -bound, bound)
+        if zero_init_residual:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, n) for n in self.stage_names]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the classifier with a fresh one of `num_classes` outputs (0: none)."""
+        self.num_classes = num_classes
+        self.options["num_classes"] = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        self.options["grad_checkpointing"] = enable
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
+        # sqrt(n) segments a stage: memory grows with the square root of depth, not linearly.
+        for stage in self.stages():
+            x = checkpoint_sequential(stage, max(1, math.isqrt(len(stage))), x, use_reentrant=False)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            x = self._checkpointed_stages(x)
+        else:
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.final_act(self.final_norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(torch.flatten(self.avgpool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,91 @@
+"""Every ResNet of the literature as data: one spec and one registered name per variant.
+
+Importing this module fills the registry; each residual net is registered with its plain twin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .registry import ModelEntry, plain_name, register
+from .resnet import ResNetSpec
+
+HE2015 = "He+ 2015 Deep Residual Learning, arXiv:1512.03385"
+HE2016 = "He+ 2016 Identity Mappings, arXiv:1603.05027"
+XIE2017 = "Xie+ 2017 ResNeXt, arXiv:1611.05431"
+ZAGORUYKO2016 = "Zagoruyko+ 2016 Wide ResNets, arXiv:1605.07146"
+HE2019 = "He+ 2019 Bag of Tricks (ResNet-D), arXiv:1812.01187"
+TORCHVISION = "He+ 2015, v1.5 (stride on 3x3, torchvision)"
+
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def _add(name: str, spec: ResNetSpec, family: str, paper: str, *, depth: int | None = None,
+         plain_twin: bool = True, **defaults) -> None:
+    imagenet = spec.stem != "cifar"
+    common = dict(family=family, paper=paper, input_size=224 if imagenet else 32,
+                  num_classes=1000 if imagenet else 10, depth=depth or spec.depth,
+                  defaults=tuple(sorted(defaults.items())))
+    register(ModelEntry(name=name, spec=spec, **common))
+    if plain_twin:
+        twin = dataclasses.replace(spec, skip=False)
+        register(ModelEntry(name=plain_name(name), spec=twin, **common))
+
+
+def _imagenet(block: str, depths: tuple[int, ...], **kw) -> ResNetSpec:
+    return ResNetSpec(block=block, depths=depths, widths=IMAGENET_WIDTHS, **kw)
+
+
+# ImageNet family (v1.5, torchvision names and weights).
+for d, (block, depths) in IMAGENET_DEPTHS.items():
+    _add(f"resnet{d}", _imagenet(block, depths), "imagenet", TORCHVISION)
+# The 2015 paper's original bottleneck: stride on the first 1x1.
+for d in (50, 101, 152):
+    block, depths = IMAGENET_DEPTHS[d]
+    _add(f"resnet{d}_v1", _imagenet(block, depths, stride_on="1x1"), "imagenet", HE2015)
+# ResNet-D: deep 3x3 stem (32-32-64) and average-pool downsampling (timm's resnet*d layout).
+for d in (18, 34, 50, 101, 152):
+    block, depths = IMAGENET_DEPTHS[d]
+    _add(f"resnet{d}d", _imagenet(block, depths, stem="deep", shortcut="D"), "imagenet", HE2019)
+# ResNeXt: grouped 3x3 in the bottleneck.
+for name, d, groups, width in (("resnext50_32x4d", 50, 32, 4), ("resnext101_32x8d", 101, 32, 8),
+                               ("resnext101_64x4d", 101, 64, 4)):
+    _add(name, _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], groups=groups, base_width=width),
+         "resnext", XIE2017)
+# Wide ImageNet nets: bottlenecks twice as wide inside.
+for d in (50, 101):
+    _add(f"wide_resnet{d}_2", _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], base_width=128),
+         "wide", ZAGORUYKO2016)
+
+# CIFAR family (paper section 4.2): 6n+2 layers, widths 16/32/64, option-A shortcuts.
+for n in (3, 5, 7, 9, 18, 200):
+    spec = ResNetSpec("basic", (n, n, n), CIFAR_WIDTHS, stem="cifar", stem_width=16, shortcut="A")
+    _add(f"resnet{6 * n + 2}", spec, "cifar", HE2015)
+    # Option B (projection when the shape changes); its plain twin is the option-A one.
+    _add(f"resnet{6 * n + 2}_b", dataclasses.replace(spec, shortcut="B"), "cifar", HE2015,
+         plain_twin=False)
+
+# Pre-activation (Identity Mappings, 2016): ImageNet depths and the CIFAR 110/164/1001.
+for d, (block, depths) in IMAGENET_DEPTHS.items():
+    if d != 200:
+        _add(f"preact_resnet{d}", _imagenet(block, depths, preact=True), "preact", HE2016)
+for name, block, n in (("preact_resnet110", "basic", 18), ("preact_resnet164", "bottleneck", 18),
+                       ("preact_resnet1001", "bottleneck", 111)):
+    spec = ResNetSpec(block, (n, n, n), CIFAR_WIDTHS, stem="cifar", stem_width=16, preact=True)
+    _add(name, spec, "preact", HE2016)
+
+# Wide ResNets WRN-d-k: pre-activation basic blocks, (d-4)/6 per stage, widths 16k/32k/64k.
+for d, k in ((16, 4), (16, 8), (28, 10), (40, 2), (40, 4)):
+    n = (d - 4) // 6
+    spec = ResNetSpec("basic", (n, n, n), (16 * k, 32 * k, 64 * k), stem="cifar", stem_width=16,
+                      preact=True)
+    _add(f"wrn_{d}_{k}", spec, "wrn", ZAGORUYKO2016, depth=d)

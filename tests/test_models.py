@@ -1,0 +1,239 @@
+"""Every registered model: exact sizes against the papers, torchvision parity, the model contract."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+import resnet
+from resnet.models import count_params, get_entry, model_info, plain_name
+
+# ../shared/ANCHORS.md: torchvision weights meta and He et al. 2015 Table 6 (10 classes, option A).
+EXACT_PARAMS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnext50_32x4d": 25_028_904,
+    "wide_resnet50_2": 68_883_240, "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+    "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
+}
+# Papers' rounded figures (Identity Mappings 2016; Wide ResNets 2016): within 2 %.
+ROUNDED_PARAMS = {
+    "preact_resnet164": 1.7e6, "preact_resnet1001": 10.2e6, "wrn_28_10": 36.5e6, "wrn_40_4": 8.9e6,
+}
+# ANCHORS.md compute: multiply-accumulates per image at the family's native size.
+MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 4.1e9, "resnet101": 7.8e9,
+        "resnet152": 11.5e9, "resnet20": 41e6, "resnet56": 125e6, "resnet110": 253e6}
+TV_KEYS = {"resnet18": (122, 62), "resnet34": (218, 110), "resnet50": (320, 161),
+           "resnet101": (626, 314), "resnet152": (932, 467)}
+VERY_DEEP = {n for n in resnet.list_models() if get_entry(n).depth > 300}
+TORCHVISION_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                     "resnext50_32x4d", "wide_resnet50_2"]
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_PARAMS))
+def test_exact_parameter_counts(name):
+    assert model_info(name)["params"] == EXACT_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(ROUNDED_PARAMS))
+def test_paper_parameter_counts_within_2_percent(name):
+    params = model_info(name)["params"]
+    assert abs(params - ROUNDED_PARAMS[name]) / ROUNDED_PARAMS[name] < 0.02, params
+
+
+@pytest.mark.parametrize("name", sorted(MACS))
+def test_macs_match_published(name):
+    macs = model_info(name)["macs"]
+    # Published figures are rounded to 2-3 digits.
+    assert abs(macs - MACS[name]) / MACS[name] < 0.03, macs
+
+
+def test_depth_column_counts_weighted_layers():
+    assert [get_entry(n).depth for n in ("resnet18", "resnet50", "resnet1202", "preact_resnet164",
+                                          "preact_resnet1001", "wrn_28_10")] == [18, 50, 1202, 164,
+                                                                                  1001, 28]
+
+
+@pytest.mark.parametrize("name", TORCHVISION_NAMES)
+def test_torchvision_state_dict_loads_strict_and_outputs_agree(name):
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(weights=None).eval()
+    # Non-trivial BN statistics so the comparison exercises every buffer.
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    ours = resnet.create(name).eval()
+    result = ours.load_state_dict(tv.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert sorted(ours.state_dict()) == sorted(tv.state_dict())
+    if name in TV_KEYS:  # ANCHORS.md: state_dict keys / learnable tensors
+        assert (len(ours.state_dict()), len(list(ours.parameters()))) == TV_KEYS[name]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - tv(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in resnet.list_models() if n not in VERY_DEEP])
+def test_model_contract(name):
+    """Shape, finiteness, a gradient for every parameter, features, TorchScript parity."""
+    torch.manual_seed(0)
+    model = resnet.create(name, num_classes=7, in_chans=2)
+    x = torch.randn(2, 2, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+
+    model.eval()
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features == model.feature_info[-1]["num_chs"]
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    reductions = [f["reduction"] for f in model.feature_info]
+    assert reductions == sorted(reductions) and 32 // reductions[-1] == feats.shape[-1]
+    modules = dict(model.named_modules())
+    assert all(f["module"] in modules for f in model.feature_info)
+
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet1202", "preact_resnet1001"])
+def test_very_deep_nets_forward_backward_on_cpu(name):
+    torch.manual_seed(0)
+    model = resnet.create(name, grad_checkpointing=True)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1]))
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert model.conv1.weight.grad.abs().sum() > 0
+
+
+def _projection_params(model) -> int:
+    return sum(
+        count_params(m.downsample) for m in model.modules() if getattr(m, "downsample", None) is not None
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in resnet.list_models() if get_entry(n).spec.skip])
+def test_plain_twin_is_the_residual_net_without_shortcuts(name):
+    twin = plain_name(name) if not name.endswith("_b") else plain_name(name[:-2])
+    with torch.device("meta"):
+        res, plain = resnet.create(name), resnet.create(twin)
+        same = resnet.create(name, skip=False)
+    assert count_params(plain) == count_params(res) - _projection_params(res)
+    assert count_params(same) == count_params(plain)
+    assert not get_entry(twin).spec.skip
+    # Same layers, same widths: every plain parameter exists in the residual net with its shape.
+    res_shapes = {k: v.shape for k, v in res.state_dict().items()}
+    assert all(res_shapes[k] == v.shape for k, v in plain.state_dict().items())
+
+
+def test_create_options_and_surface():
+    m = resnet.create("resnet18", num_classes=5, in_chans=1, small_input=True)
+    assert m.conv1.weight.shape == (64, 1, 3, 3) and isinstance(m.maxpool, torch.nn.Identity)
+    assert m(torch.randn(2, 1, 28, 28)).shape == (2, 5)
+    assert m.feature_info[-1]["reduction"] == 8
+    m.reset_classifier(3)
+    assert m(torch.randn(1, 1, 28, 28)).shape == (1, 3)
+    m.reset_classifier(0)
+    assert m(torch.randn(1, 1, 28, 28)).shape == (1, 512)
+    assert resnet.create("RESNET-20").arch == "resnet20"
+    assert resnet.create("resnet56", skip=False).arch == "plain56"
+    assert resnet.create("wrn-16-4", block_dropout=0.3).layer1[0].dropout.p == 0.3
+
+
+def test_group_norm_option():
+    m = resnet.create("resnet20", norm="group")
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    assert all(x.num_channels % x.num_groups == 0 for x in m.modules()
+               if isinstance(x, torch.nn.GroupNorm))
+    m.eval()
+    a = m(torch.randn(1, 3, 32, 32))
+    assert a.shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="resnet20", skip=False, zero_init_residual=True), "plain net"),
+        (dict(name="plain20", drop_path_rate=0.1), "drop_path_rate needs skip"),
+        (dict(name="resnet20", small_input=True), "CIFAR stem"),
+        (dict(name="resnet18", norm="layer"), "unknown norm"),
+        (dict(name="resnet18", shortcut="Q"), "shortcut must be"),
+        (dict(name="resnet18", drop_path_rate=1.5), r"drop_path_rate must be in \[0, 1\)"),
+        (dict(name="resnet18", num_classes=-1), "num_classes"),
+        (dict(name="resnet18", dropout=0.1), "unknown option"),
+        (dict(name="resnet19"), "did you mean"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        resnet.create(kwargs.pop("name"), **kwargs)
+
+
+def test_blocks_refuse_what_they_do_not_implement():
+    from resnet.models.blocks import BasicBlock
+    from resnet.models.layers import norm_factory
+
+    with pytest.raises(ValueError, match="groups"):
+        BasicBlock(64, 64, groups=32, norm=norm_factory("batch"))
+    with pytest.raises(ValueError, match="1x1"):
+        BasicBlock(64, 64, stride_on_1x1=True, norm=norm_factory("batch"))
+
+
+def test_zero_init_residual_makes_blocks_start_as_identity():
+    m = resnet.create("resnet50", zero_init_residual=True)
+    assert all(b.bn3.weight.abs().sum() == 0 for stage in m.stages() for b in stage)
+    m = resnet.create("preact_resnet164", zero_init_residual=True)
+    assert all(b.conv3.weight.abs().sum() == 0 for stage in m.stages() for b in stage)
+
+
+def test_v1_strides_the_first_1x1_and_v15_the_3x3():
+    v1, v15 = resnet.create("resnet50_v1"), resnet.create("resnet50")
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    a = resnet.create("resnet20", norm="group")
+    b = resnet.create("resnet20", norm="group", grad_checkpointing=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    a(x).sum().backward()
+    b(x).sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-5), n
+
+
+def test_drop_path_is_random_in_training_and_off_in_eval():
+    m = resnet.create("resnet20", drop_path_rate=0.5)
+    assert m.layer3[-1].drop_path.p == 0.5 and isinstance(m.layer1[0].drop_path, torch.nn.Identity)
+    x = torch.randn(8, 3, 32, 32)
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    m.train()
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, m(x))
+
+
+def test_option_a_shortcut_has_no_parameters_and_pads_zeros():
+    from resnet.models.layers import PadShortcut
+
+    s = PadShortcut(16, 32, 2)
+    y = s(torch.ones(1, 16, 8, 8))
+    assert y.shape == (1, 32, 4, 4) and y[:, 16:].abs().sum() == 0 and not list(s.parameters())
+
+
+def test_registry_rejects_duplicates():
+    from resnet.models.registry import register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(get_entry("resnet18"))
