@@ -31,10 +31,15 @@ data:
 	  sudo apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "warning: Fashion-MNIST not found; install dataset-fashion-mnist or set RESNET_DATA"; fi
 
+# The main job: train the default ResNet on Fashion-MNIST, evaluate it, predict with it.
 demo: setup
-	$(BIN)/resnet models 'resnet*'
-	$(BIN)/python -c "import torch, resnet; m = resnet.create('resnet20', in_chans=1).eval(); \
-	print('resnet20 forward on a 1x1x28x28 input ->', tuple(m(torch.zeros(1, 1, 28, 28)).shape))"
+	rm -rf $(DEMO_OUT)
+	$(BIN)/resnet train --out $(DEMO_OUT)
+	$(BIN)/resnet val $(DEMO_OUT)
+	$(BIN)/python -c "from resnet.data.fashion_mnist import write_samples; \
+	write_samples('$(DEMO_OUT)/samples', 8)"
+	$(BIN)/resnet predict $(DEMO_OUT)/best.pt $(DEMO_OUT)/samples --top-k 2
+	@echo "demo done: the run folder $(DEMO_OUT)/ holds curves.png, confusion_matrix.png, summary.json"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -10,7 +10,7 @@ import sys
 from ..errors import ResNetError
 
 # One module per command under resnet.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("models",)
+COMMANDS = ("models", "train", "val", "predict", "export", "benchmark", "experiment", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:

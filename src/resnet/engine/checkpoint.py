@@ -58,7 +58,8 @@ def versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"resnet": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {"resnet": __version__, "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
 
 
 def model_state(model: ResNet) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""`resnet predict CHECKPOINT IMAGE|FOLDER...`: class names and probabilities per image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ResNetError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a checkpoint or shipped weights")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE|FOLDER",
+                   help="a checkpoint (or run folder) then images or folders; with --weights "
+                        "only images")
+    p.add_argument("--weights", help="shipped weights instead of a checkpoint, e.g. fashion-mnist")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", help="also write predictions.json into this folder")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"),
+                   help="torch or onnxruntime (default: the file's own; .onnx runs in onnxruntime)")
+    p.add_argument("--cam", action="store_true",
+                   help="save Grad-CAM overlays (PNG) next to predictions.json in --out")
+    p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage)")
+    p.set_defaults(run=run)
+
+
+def load_classifier(args):
+    from ..engine.inference import TorchClassifier
+
+    if args.weights:
+        from ..models.weights import load_pretrained_classifier
+
+        model, classes, pre = load_pretrained_classifier(args.weights)
+        return TorchClassifier(model, classes, pre, args.device), args.inputs
+    if len(args.inputs) < 2:
+        raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
+    from ..export import detect_format
+    from ..export import load_classifier as load_any
+
+    if args.backend == "onnxruntime" or detect_format(args.inputs[0]) != "checkpoint":
+        return load_any(args.inputs[0], backend=args.backend), args.inputs[1:]
+    return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
+
+
+def run(args) -> int:
+    from ..engine.inference import expand_inputs, predict_paths
+
+    if args.cam and not args.out:
+        raise ResNetError("--cam writes PNGs next to predictions.json: give --out DIR")
+    classifier, inputs = load_classifier(args)
+    paths = expand_inputs(inputs)
+    results = predict_paths(classifier, paths, top_k=args.top_k, batch_size=args.batch_size,
+                            skip_bad=args.skip_bad)
+    if args.cam:
+        from ..analysis.gradcam import save_cams
+
+        save_cams(classifier, results, Path(args.out), layer=args.cam_layer)
+    if args.out:
+        from ..engine.report import write_json
+
+        write_json(Path(args.out) / "predictions.json", results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            preds = ", ".join(f"{p['class']} {100 * p['probability']:.1f}%" for p in r["predictions"])
+            print(f"{r['path']}: {preds}")
+    return 0

@@ -1,0 +1,150 @@
+"""`resnet train`: flags (or a YAML config / recipe) -> TrainConfig -> `resnet.engine.train`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ResNetError
+
+# flag -> (section, key). Only flags given on the command line override the config.
+FLAG_MAP = {
+    "model": ("model", "name"),
+    "data": ("data", "source"), "val_split": ("data", "val_split"), "subset": ("data", "subset"),
+    "augment": ("data", "augment"), "flip": ("data", "flip"), "batch_size": ("data", "batch_size"),
+    "workers": ("data", "workers"), "in_memory": ("data", "in_memory"),
+    "image_size": ("data", "image_size"), "bad_images": ("data", "bad_images"),
+    "optimizer": ("optim", "optimizer"), "lr": ("optim", "lr"), "momentum": ("optim", "momentum"),
+    "nesterov": ("optim", "nesterov"), "wd": ("optim", "weight_decay"),
+    "schedule": ("optim", "schedule"), "warmup": ("optim", "warmup_epochs"),
+    "label_smoothing": ("optim", "label_smoothing"), "clip_grad": ("optim", "clip_grad"),
+    "ema": ("optim", "ema_decay"),
+    "weights": ("finetune", "weights"), "freeze": ("finetune", "freeze"),
+    "backbone_lr_mult": ("finetune", "backbone_lr_mult"), "bn_eval": ("finetune", "bn_eval"),
+    "epochs": ("run", "epochs"), "seed": ("run", "seed"), "precision": ("run", "precision"),
+    "device": ("run", "device"), "channels_last": ("run", "channels_last"),
+    "compile": ("run", "compile"), "out": ("run", "out"), "tta": ("run", "tta"),
+    "sync_bn": ("run", "sync_bn"), "time_limit": ("run", "time_limit"),
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train or fine-tune a model (default: resnet20 on Fashion-MNIST)",
+        description="Train a ResNet. With no arguments: the default model on Fashion-MNIST.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("what")
+    g.add_argument("--config", help="YAML config (sections model/data/optim/finetune/run)")
+    g.add_argument("--recipe", help="a named recipe shipped with resnet (see `resnet train --recipes`)")
+    g.add_argument("--recipes", action="store_true", default=S, help="list the recipes and exit")
+    g.add_argument("--model", help="registered model name (`resnet models`)")
+    g.add_argument("--opt", action="append", metavar="KEY=VALUE", default=None,
+                   help="model option, e.g. --opt drop_path_rate=0.1 --opt norm=group")
+    g.add_argument("--data", help="fashion-mnist, an image folder, or a CSV of path,label")
+    g.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
+                   help="what to train")
+    d = p.add_argument_group("data")
+    d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
+    d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
+    d.add_argument("--augment", choices=["none", "paper", "strong"])
+    d.add_argument("--no-flip", dest="flip", action="store_false", default=S,
+                   help="no horizontal flips (laterality-sensitive images)")
+    d.add_argument("--batch-size", type=int, help="global batch size")
+    d.add_argument("--workers", type=int, help="DataLoader workers for streamed data")
+    d.add_argument("--in-memory", choices=["auto", "yes", "no"])
+    d.add_argument("--image-size", type=int, help="input side in pixels")
+    d.add_argument("--bad-images", choices=["skip", "error"], help="unreadable images: skip or stop")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=["sgd", "adamw"])
+    o.add_argument("--lr", type=float, help="peak learning rate")
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=S)
+    o.add_argument("--wd", type=float, help="weight decay (not on norms and biases)")
+    o.add_argument("--schedule", choices=["step", "cosine", "onecycle", "constant"])
+    o.add_argument("--warmup", type=float, help="warm-up epochs")
+    o.add_argument("--label-smoothing", type=float)
+    o.add_argument("--clip-grad", type=float, help="clip the gradient norm")
+    o.add_argument("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights")
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument("--weights", help="torchvision:IMAGENET1K_V2, timm:resnet50.a1_in1k, a file...")
+    f.add_argument("--freeze", help="none | backbone | stages:K")
+    f.add_argument("--backbone-lr-mult", type=float)
+    f.add_argument("--bn-eval", action="store_true", default=S, help="freeze BatchNorm statistics")
+    r = p.add_argument_group("run")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    r.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=S)
+    r.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
+    r.add_argument("--tta", action="store_true", default=S, help="flip test-time augmentation")
+    r.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm (distributed)")
+    r.add_argument("--time-limit", type=float, help="stop after the epoch that passes N seconds")
+    r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
+    r.add_argument("--resume", metavar="RUN", help="continue the run in this folder from last.pt")
+    r.add_argument("--nproc", type=int, help="start N processes on this machine (torchrun)")
+    r.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def config_from_args(args):
+    from ..engine.config import TrainConfig
+    from ..engine.recipes import load_recipe
+
+    cfg = TrainConfig()
+    if args.recipe:
+        cfg = load_recipe(args.recipe)
+    if args.config:
+        cfg = TrainConfig.load(args.config) if not args.recipe else cfg.updated(
+            TrainConfig.load(args.config).to_dict())
+    overrides: dict = {}
+    for flag, (section, key) in FLAG_MAP.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if args.opt:
+        opts = {}
+        for item in args.opt:
+            if "=" not in item:
+                raise ResNetError(f"--opt takes KEY=VALUE, got {item!r}")
+            k, v = item.split("=", 1)
+            opts[k.strip()] = _parse_value(v)
+        overrides.setdefault("model", {})["options"] = opts
+    return cfg.updated(overrides) if overrides else cfg
+
+
+def run(args) -> int:
+    if getattr(args, "recipes", False):
+        from ..engine.recipes import list_recipes
+
+        for name, text in list_recipes().items():
+            print(f"{name:12s} {text}")
+        return 0
+    if args.nproc and args.nproc > 1:
+        from ..engine.launch import launch_local
+
+        return launch_local(args.nproc)
+    if args.task != "classify":
+        from .. import tasks
+
+        cfg = config_from_args(args)
+        summary = tasks.train_task(args.task, cfg.to_dict())
+        print(f"summary: {summary}")
+        return 0
+    from ..engine.trainer import train
+
+    progress = not getattr(args, "quiet", False)
+    if args.resume:
+        if not Path(args.resume).exists():
+            raise ResNetError(f"nothing to resume at {args.resume}")
+        train(resume=args.resume, epochs=args.epochs, progress=progress)
+        return 0
+    train(config_from_args(args), progress=progress)
+    return 0

@@ -1,0 +1,223 @@
+"""Reading user images (grey, RGB, RGBA, palette, 16-bit PNG/TIFF) and indexing folders and CSVs."""
+
+from __future__ import annotations
+
+import csv
+import random
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ResNetError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                    ".ppm", ".pbm")
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _grey(mode: str, img: Image.Image) -> bool:
+    if mode in GREY_MODES:
+        return True
+    if mode == "P":  # palette: grey when every palette entry has R == G == B
+        pal = img.getpalette() or []
+        return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+    return False
+
+
+def probe_image(path: Path) -> tuple[bool, tuple[int, int]]:
+    """Checks that `path` decodes; returns (is grey, (H, W)). Raises ResNetError if not."""
+    try:
+        with Image.open(path) as img:
+            grey = _grey(img.mode, img)
+            img.load()
+            size = (img.height, img.width)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ResNetError(f"cannot read image {path}: {str(e).splitlines()[0][:120]}") from None
+    return grey, size
+
+
+def load_image(path: str | Path, in_chans: int) -> torch.Tensor:
+    """Decodes an image into float32 [in_chans, H, W] in [0, 1], whatever its mode and bit depth.
+
+    16-bit grey (common for X-ray and CT exports) keeps its full range: it is scaled by 65535,
+    not squeezed to 8 bits first. Alpha is dropped; palette images are expanded.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in HIGH_BIT_MODES:
+                arr = np.asarray(img).astype(np.float32)
+                if mode.startswith("I;16"):
+                    arr /= 65535.0
+                elif mode == "I":  # 32-bit container; 16-bit PNGs often open this way
+                    arr /= 65535.0 if arr.max(initial=0) > 255 else 255.0
+                arr = np.clip(arr, 0.0, 1.0)[None]
+            else:
+                target = "L" if _grey(mode, img) else "RGB"
+                if mode in ("P", "PA"):
+                    img = img.convert("RGBA")
+                arr = np.asarray(img.convert(target), dtype=np.float32) / 255.0  # alpha dropped
+                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ResNetError(f"cannot read image {path}: {str(e).splitlines()[0][:120]}") from None
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    if x.shape[0] == in_chans:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(in_chans, -1, -1).clone()
+    if in_chans == 1:  # colour image into a grey model: ITU-R 601 luma
+        w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        return (x * w).sum(0, keepdim=True)
+    raise ResNetError(f"{path} has {x.shape[0]} channels; the model expects {in_chans}")
+
+
+@dataclass
+class ImageList:
+    """Labelled image files: what a folder or CSV holds, after checking every file."""
+
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+    in_chans: int
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: list[int]) -> ImageList:
+        return ImageList([self.paths[i] for i in indices], [self.labels[i] for i in indices],
+                         self.classes, self.in_chans, [self.sizes[i] for i in indices])
+
+
+def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str) -> ImageList:
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels, sizes, skipped, grey = [], [], [], [], True
+    for path, label in items:
+        try:
+            is_grey, size = probe_image(path)
+            grey &= is_grey
+        except ResNetError as e:
+            if on_bad == "error":
+                raise
+            warnings.warn(f"skipping unreadable image {path} (use --bad-images error to stop)",
+                          stacklevel=2)
+            skipped.append(str(path))
+            continue
+        paths.append(path)
+        labels.append(index[label])
+        sizes.append(size)
+    if not paths:
+        raise ResNetError("no readable images found")
+    return ImageList(paths, labels, classes, 1 if grey else 3, sizes, skipped)
+
+
+def scan_class_folders(root: Path, on_bad: str = "skip",
+                       classes: list[str] | None = None) -> ImageList:
+    """ImageFolder layout: one sub-folder per class. Every class folder must hold images."""
+    if not root.is_dir():
+        raise ResNetError(f"not a folder: {root}")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise ResNetError(f"{root} has no class folders (expected {root}/<class>/<image>)")
+    classes = classes or found
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise ResNetError(f"{root} has classes not in the training set: {', '.join(sorted(unknown))}")
+    items, other = [], []
+    for c in found:
+        files = sorted(p for p in (root / c).rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if is_image_file(p)]
+        other += [p for p in files if not is_image_file(p)]
+        if not images:
+            raise ResNetError(f"class folder {root / c} has no images")
+        items += [(p, c) for p in images]
+    if other:
+        warnings.warn(f"ignoring {len(other)} non-image file(s) under {root}, e.g. {other[0]}",
+                      stacklevel=2)
+    return _check_files(items, classes, on_bad)
+
+
+CSV_COLUMNS = ("path", "label")
+
+
+def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = None) -> ImageList:
+    """A CSV with a header `path,label`; relative paths are relative to the CSV's folder."""
+    if not csv_path.is_file():
+        raise ResNetError(f"CSV not found: {csv_path}")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if sorted(header) != sorted(CSV_COLUMNS):
+            raise ResNetError(f"{csv_path}: columns must be exactly {','.join(CSV_COLUMNS)} "
+                              f"(found {','.join(header) or 'none'})")
+        rows = [{k.strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    if not rows:
+        raise ResNetError(f"{csv_path} has no rows")
+    items = []
+    for n, r in enumerate(rows, start=2):
+        p = Path(r["path"])
+        p = p if p.is_absolute() else csv_path.parent / p
+        if not r["label"]:
+            raise ResNetError(f"{csv_path}:{n}: empty label")
+        if not p.is_file():
+            raise ResNetError(f"{csv_path}:{n}: file not found: {p}")
+        items.append((p, r["label"]))
+    found = sorted({label for _, label in items})
+    classes = classes or found
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise ResNetError(f"{csv_path}: labels not in the training set: {', '.join(sorted(unknown))}")
+    return _check_files(items, classes, on_bad)
+
+
+def scan(source: Path, on_bad: str = "skip", classes: list[str] | None = None) -> ImageList:
+    if source.suffix.lower() == ".csv":
+        return scan_csv(source, on_bad, classes)
+    return scan_class_folders(source, on_bad, classes)
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, held_out) with `fraction` of every class held out (at least one each)."""
+    if not 0.0 < fraction < 1.0:
+        raise ResNetError(f"--val-split must be between 0 and 1, got {fraction}")
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, held = [], []
+    for idx in by_class.values():
+        rng.shuffle(idx)
+        k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held += idx[:k]
+        train += idx[k:]
+    return sorted(train), sorted(held)
+
+
+def stratified_subset(labels: torch.Tensor | list[int], n: int, seed: int = 0) -> list[int]:
+    """The first `n` examples taken evenly across classes (in a seeded order)."""
+    labels = list(map(int, labels))
+    if n >= len(labels):
+        return list(range(len(labels)))
+    counts = Counter(labels)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g).tolist()
+    quota = {c: max(1, round(n * k / len(labels))) for c, k in counts.items()}
+    chosen = []
+    for i in order:
+        if quota[labels[i]] > 0:
+            quota[labels[i]] -= 1
+            chosen.append(i)
+    return sorted(chosen[:n])

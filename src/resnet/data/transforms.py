@@ -1,0 +1,126 @@
+"""Transform presets: per-image (torchvision v2) for streaming, whole-batch for in-memory data."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+PRESETS = ("none", "paper", "strong")
+
+
+def make_preprocessing(in_chans: int, size: tuple[int, int], mean, std, resize: int | None = None,
+                       crop: int | None = None) -> dict:
+    """The eval preprocessing a checkpoint carries; predict/val/export rebuild it from this."""
+    return {"in_chans": int(in_chans), "size": [int(size[0]), int(size[1])],
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+            "resize": resize, "crop": crop}
+
+
+class EvalTransform:
+    """Float [C, H, W] in [0, 1] -> the model's input: resize (+ centre crop) to size, normalise."""
+
+    def __init__(self, pre: dict):
+        self.size = tuple(pre["size"])
+        self.resize = pre.get("resize")
+        self.crop = pre.get("crop")
+        self.normalize = v2.Normalize(pre["mean"], pre["std"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize:
+            x = v2.functional.resize(x, self.resize, antialias=True)
+            x = v2.functional.center_crop(x, list(self.size))
+        elif tuple(x.shape[-2:]) != self.size:
+            x = v2.functional.resize(x, list(self.size), antialias=True)
+        return self.normalize(x)
+
+
+def eval_transform(pre: dict) -> EvalTransform:
+    return EvalTransform(pre)
+
+
+def pad_for(size: int) -> int:
+    """Translation range of the 'paper' preset: 4 px at 32 px (the paper's CIFAR setting)."""
+    return max(1, size // 8)
+
+
+def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
+    """Per-image training transform for data streamed from disk."""
+    if preset not in PRESETS:
+        raise ValueError(f"augmentation preset must be one of {', '.join(PRESETS)}")
+    h, w = pre["size"]
+    ops: list = []
+    if preset == "none":
+        ops.append(EvalTransform(pre))
+        return v2.Compose(ops)
+    if max(h, w) >= 96:  # ImageNet-style images: scale augmentation
+        ops.append(v2.RandomResizedCrop((h, w), antialias=True))
+    else:
+        ops += [v2.Resize((h, w), antialias=True), v2.RandomCrop((h, w), padding=pad_for(h))]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    if preset == "strong":
+        ops += [v2.ToDtype(torch.uint8, scale=True), v2.TrivialAugmentWide(),
+                v2.ToDtype(torch.float32, scale=True)]
+    ops.append(v2.Normalize(pre["mean"], pre["std"]))
+    if preset == "strong":
+        ops.append(v2.RandomErasing(p=0.25))
+    return v2.Compose(ops)
+
+
+class BatchAugment:
+    """Augmentation of whole batches of normalised tensors (the airbench approach).
+
+    Random parameters are drawn for the *global* batch from a given generator and can be sliced
+    per rank, so one process and N processes see exactly the same augmented samples.
+    """
+
+    def __init__(self, preset: str, size: int, flip: bool = True):
+        if preset not in PRESETS:
+            raise ValueError(f"augmentation preset must be one of {', '.join(PRESETS)}")
+        self.preset = preset
+        self.pad = pad_for(size) if preset != "none" else 0
+        self.flip = flip and preset != "none"
+        self.erase = preset == "strong"
+
+    def sample(self, n: int, g: torch.Generator, h: int, w: int) -> dict[str, torch.Tensor]:
+        p = self.pad
+        params = {
+            "dy": torch.randint(0, 2 * p + 1, (n,), generator=g),
+            "dx": torch.randint(0, 2 * p + 1, (n,), generator=g),
+            "flip": torch.rand(n, generator=g) < 0.5,
+        }
+        if self.erase:  # random erasing: p=0.25, 2-33 % of the area, aspect 0.3-3.3
+            area = torch.empty(n).uniform_(0.02, 0.33, generator=g) * h * w
+            ratio = torch.exp(torch.empty(n).uniform_(-1.2, 1.2, generator=g))
+            eh = (area * ratio).sqrt().round().clamp(1, h).long()
+            ew = (area / ratio).sqrt().round().clamp(1, w).long()
+            params |= {"erase": torch.rand(n, generator=g) < 0.25, "eh": eh, "ew": ew,
+                       "ey": (torch.rand(n, generator=g) * (h - eh + 1)).long(),
+                       "ex": (torch.rand(n, generator=g) * (w - ew + 1)).long()}
+        return params
+
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if self.pad:
+            p = self.pad
+            xp = F.pad(x, (p, p, p, p))  # zero = the mean after normalisation
+            rows = (params["dy"][:, None] + torch.arange(h))[:, None, :, None].expand(b, c, h, w + 2 * p)
+            xp = xp.gather(2, rows)
+            cols = (params["dx"][:, None] + torch.arange(w))[:, None, None, :].expand(b, c, h, w)
+            x = xp.gather(3, cols)
+        if self.flip:
+            x = torch.where(params["flip"][:, None, None, None], x.flip(3), x)
+        if self.erase:
+            ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+            ey, ex = params["ey"][:, None, None], params["ex"][:, None, None]
+            box = ((ys >= ey) & (ys < ey + params["eh"][:, None, None])
+                   & (xs >= ex) & (xs < ex + params["ew"][:, None, None]))
+            x = x.masked_fill((box & params["erase"][:, None, None])[:, None], 0.0)
+        return x
+
+
+def mixup_cutmix(num_classes: int) -> v2.RandomChoice:
+    """MixUp or CutMix on a batch (soft labels), as in the 'strong' preset."""
+    return v2.RandomChoice([v2.MixUp(num_classes=num_classes, alpha=0.2),
+                            v2.CutMix(num_classes=num_classes, alpha=1.0)])

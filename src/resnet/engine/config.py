@@ -1,0 +1,176 @@
+"""Training configuration: one dataclass per concern, composed into `TrainConfig`.
+
+Unknown keys are refused (a typo in a YAML file must not silently fall back to a default), and
+the resolved config is saved as `config.yaml` in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import DataConfig
+from ..errors import ResNetError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """Which net: a registered name plus ResNet options (drop_path_rate, norm, small_input, ...).
+
+    `num_classes` and `in_chans` follow from the data; `small_input` defaults to on for
+    ImageNet-family nets fed images of 64 px or less.
+    """
+
+    name: str = "resnet20"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. The learning rate is a pure function of the step."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip_grad: float | None = None
+    ema_decay: float | None = None  # e.g. 0.999; evaluation then uses the averaged weights
+    norm_bias_lr_mult: float = 1.0  # airbench trains norm biases faster
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("weight decay and warm-up must not be negative")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"gradient clipping must be positive, got {self.clip_grad}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Starting weights and what to train of them (transfer learning)."""
+
+    weights: str | None = None
+    freeze: str = "none"  # none | backbone | stages:K
+    backbone_lr_mult: float = 1.0
+    bn_eval: bool = False  # keep BatchNorm statistics fixed (small batches)
+    unfreeze: dict[int, str] = field(default_factory=dict)  # epoch -> freeze mode (gradual)
+
+
+@dataclass
+class RunConfig:
+    """How and where the run executes."""
+
+    epochs: int = 10
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    out: str | None = None  # default runs/<model>-<data>
+    eval_every: int = 1
+    tta: bool = False  # flip test-time augmentation in evaluation
+    sync_bn: bool = False
+    time_limit: float | None = None  # seconds: stop after the epoch that passes it
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.eval_every < 1:
+            raise ValueError("eval_every must be at least 1")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return _build(cls, d, "config")
+
+    def updated(self, overrides: dict) -> TrainConfig:
+        """A copy with nested `{"optim": {"lr": 0.05}}` overrides applied (unknown keys refused)."""
+        merged = _merge(self.to_dict(), overrides, "config")
+        return TrainConfig.from_dict(merged)
+
+    def save(self, path: str | Path) -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            d = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ResNetError(f"config not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ResNetError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise ResNetError(f"{path} must hold a mapping of sections")
+        return cls.from_dict(d)
+
+
+def _build(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ResNetError(f"{where} must be a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ResNetError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(fields)}")
+    kwargs = {}
+    for k, v in d.items():
+        sub = _SECTIONS.get(fields[k].type) if cls is TrainConfig else None
+        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub else v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ResNetError(f"{where}: {e}") from None
+
+
+def _merge(base: dict, over: dict, where: str) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if k not in base:
+            raise ResNetError(f"unknown key {where}.{k}")
+        if isinstance(v, dict) and isinstance(base[k], dict) and k != "options" and k != "unfreeze":
+            out[k] = _merge(base[k], v, f"{where}.{k}")
+        elif isinstance(v, dict) and isinstance(base[k], dict):
+            out[k] = {**base[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+_SECTIONS = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "OptimConfig": OptimConfig,
+             "FinetuneConfig": FinetuneConfig, "RunConfig": RunConfig}

@@ -1,0 +1,81 @@
+"""Prediction on image files with a trained classifier; preprocessing comes from the checkpoint."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..data import eval_transform, load_image
+from ..data.images import is_image_file
+from ..errors import ResNetError
+from .checkpoint import load_model
+
+
+class TorchClassifier:
+    """A model with its class names and preprocessing; calling it maps a batch to logits."""
+
+    def __init__(self, model: torch.nn.Module, classes: list[str], preprocessing: dict,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.classes, self.preprocessing = list(classes), dict(preprocessing)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchClassifier:
+        model, state = load_model(path)
+        if "classes" not in state or "preprocessing" not in state:
+            raise ResNetError(f"{path} lacks class names or preprocessing; cannot predict with it")
+        return cls(model, state["classes"], state["preprocessing"], device)
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.to(self.device)).float().cpu()
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly, plus every image found (recursively) in named folders."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise ResNetError(f"no such file or folder: {p}")
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            if not found:
+                raise ResNetError(f"{p} holds no images")
+            paths += found
+        else:
+            paths.append(p)
+    return paths
+
+
+def predict_paths(classifier, paths: list[Path], *, top_k: int = 5, batch_size: int = 64,
+                  skip_bad: bool = False) -> list[dict]:
+    """Top-k classes and probabilities for each image; a bad file is an error unless skip_bad."""
+    if top_k < 1:
+        raise ResNetError(f"--top-k must be at least 1, got {top_k}")
+    pre = classifier.preprocessing
+    tf = eval_transform(pre)
+    k = min(top_k, len(classifier.classes))
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk, xs = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                xs.append(tf(load_image(p, pre["in_chans"])))
+                chunk.append(p)
+            except ResNetError as e:
+                if not skip_bad:
+                    raise
+                warnings.warn(f"skipping {e}", stacklevel=2)
+        if not xs:
+            continue
+        probs = torch.softmax(classifier(torch.stack(xs)), dim=1)
+        top = probs.topk(k, dim=1)
+        for p, values, indices in zip(chunk, top.values, top.indices, strict=True):
+            results.append({"path": str(p), "predictions": [
+                {"class": classifier.classes[i], "index": int(i), "probability": float(v)}
+                for v, i in zip(values.tolist(), indices.tolist(), strict=True)]})
+    return results

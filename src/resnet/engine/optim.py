@@ -1,0 +1,72 @@
+"""Optimisers and learning-rate schedules (the rate is a pure function of the step)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, backbone_lr_mult: float = 1.0,
+                 norm_bias_lr_mult: float = 1.0, head_prefix: str = "fc.") -> list[dict]:
+    """Parameter groups: no weight decay on norms and biases (1-D tensors), the classifier at the
+    base rate and the backbone at `backbone_lr_mult` of it. Frozen parameters are left out.
+
+    Each group carries `lr_mult`; `set_lr` multiplies it by the scheduled rate.
+    """
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        head = name.startswith(head_prefix)
+        no_decay = p.ndim <= 1
+        key = (head, no_decay)
+        if key not in groups:
+            mult = 1.0 if head else backbone_lr_mult
+            if no_decay and not head:
+                mult *= norm_bias_lr_mult
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lr_mult": mult, "name": ("head" if head else "backbone")
+                           + ("_no_decay" if no_decay else "")}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, backbone_lr_mult: float = 1.0
+                    ) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, backbone_lr_mult=backbone_lr_mult,
+                          norm_bias_lr_mult=cfg.norm_bias_lr_mult)
+    if not groups:
+        raise ValueError("nothing to train: every parameter is frozen")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+    """Multiplier of the base rate at `step` of `total`, after a linear warm-up of `warmup` steps.
+
+    step: /10 at 50 % and 75 % of training (the paper's CIFAR schedule); cosine: to zero;
+    onecycle: linear warm-up then linear decay to zero; constant.
+    """
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "step":
+        return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        return max(0.0, 1.0 - t)
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    for g in optimizer.param_groups:
+        g["lr"] = base_lr * g.get("lr_mult", 1.0) * factor
+    return base_lr * factor

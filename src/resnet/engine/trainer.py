@@ -1,0 +1,409 @@
+"""The training loop: `train(config)` runs a whole training job and writes its run folder.
+
+Random choices are functions of (seed, epoch): data order and augmentation come from a generator
+seeded per epoch, dropout / drop-path from the global generator reseeded per epoch. A checkpoint
+is written at the end of each epoch, so a run killed at any moment resumes from the last epoch end
+and replays the interrupted epoch exactly; on the CPU a resumed run ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import models
+from ..data import DataBundle, load_data
+from ..errors import ResNetError
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .evaluate import autocast, evaluate
+from .optim import build_optimizer, lr_factor, set_lr
+from .report import plot_confusion, plot_curves, write_json, write_metrics_csv
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ResNetError("--device cuda asked for, but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", distributed.local_rank())
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 autocast then runs about twice as fast as fp32 on the CPU."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether a gradient scaler is needed)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp32":
+        return None, False
+    if precision == "fp16" and device.type == "cpu":
+        raise ResNetError("fp16 training is for GPUs; on the CPU use bf16 or fp32")
+    return (torch.bfloat16, False) if precision == "bf16" else (torch.float16, True)
+
+
+def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    entry = models.get_entry(cfg.model.name)
+    options = dict(cfg.model.options)
+    if entry.spec.stem != "cifar" and max(data.preprocessing["size"]) <= 64:
+        options.setdefault("small_input", True)  # the 7x7/2 + max-pool stem wastes a 28-64 px image
+    kwargs = dict(num_classes=len(data.classes), in_chans=data.in_chans, **options)
+    if cfg.finetune.weights:
+        kwargs["weights"] = cfg.finetune.weights
+    try:
+        return models.create(cfg.model.name, **kwargs)
+    except TypeError as e:
+        raise ResNetError(str(e)) from None
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    data = Path(cfg.data.source).stem if cfg.data.source != "fashion-mnist" else "fashion-mnist"
+    base = Path("runs") / f"{cfg.model.name}-{data}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}{n}")
+    return out
+
+
+def _seed_epoch(seed: int, epoch: int) -> None:
+    torch.manual_seed(seed * 1_000_003 + epoch + 7919)
+
+
+class Trainer:
+    """Holds the pieces of one run; `fit()` trains. Use `train(config)` unless you need the parts."""
+
+    def __init__(self, cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
+                 epochs: int | None = None, progress: bool = True, log=print):
+        state = None
+        if resume is not None:
+            resume = Path(resume)
+            ckpt = resume / "last.pt" if resume.is_dir() else resume
+            state = load_checkpoint(ckpt)
+            if "optimizer" not in state:
+                raise ResNetError(f"{ckpt} holds no training state to resume")
+            cfg = TrainConfig.from_dict(state["config"])
+            if epochs is not None:  # resuming may lengthen a run; nothing else may change
+                if epochs <= state["epoch"] + 1:
+                    raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
+                cfg.run.epochs = epochs
+        elif cfg is None:
+            raise ValueError("a TrainConfig or a run folder to resume is needed")
+        elif epochs is not None:
+            cfg.run.epochs = epochs
+        self.device = resolve_device(cfg.run.device)
+        self.distributed = distributed.setup(self.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.log = log if self.main else (lambda *a, **k: None)
+        self.progress = progress and self.main
+        if state is not None:
+            self.out = ckpt.parent
+        else:
+            # Rank 0 picks the folder (and refuses one holding a run); the others follow it.
+            out, problem = None, None
+            if self.main:
+                out = Path(cfg.run.out) if cfg.run.out else default_out(cfg)
+                if (out / "last.pt").exists():
+                    problem = f"{out} already holds a run; use --resume {out} or another --out"
+            out, problem = distributed.broadcast_object((out, problem))
+            if problem:
+                raise ResNetError(problem)
+            self.out = out
+        self.cfg = cfg
+        torch.manual_seed(cfg.run.seed)
+        self.data = load_data(cfg.data)
+        self.model = build_model(cfg, self.data)
+        if cfg.run.sync_bn and self.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.amp_dtype, needs_scaler = resolve_precision(cfg.run.precision, self.device)
+        fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=fmt)
+        self._finetune_setup()
+        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
+        self.scaler = torch.amp.GradScaler(self.device.type) if needs_scaler else None
+        loader_kw = dict(seed=cfg.run.seed, rank=self.rank, world_size=self.world,
+                         channels_last=cfg.run.channels_last,
+                         pin_memory=self.device.type == "cuda")
+        self.train_loader = self.data.loader("train", cfg.data, train=True, **loader_kw)
+        self.eval_loaders = {s: self.data.loader(s, cfg.data, train=False, **loader_kw)
+                             for s in ("val", "test") if getattr(self.data, s) is not None}
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = cfg.run.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        self.ema = None
+        if cfg.optim.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay),
+                                     use_buffers=True)
+        self.start_epoch, self.history, self.best = 0, [], -1.0
+        self.train_seconds = 0.0
+        if state is not None:
+            self._restore(state)
+        self.net = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.run.compile:
+            self.net = torch.compile(self.net)
+
+    # -- fine-tuning hooks (weights / freezing), provided by engine.finetune -----------------
+    def _finetune_setup(self) -> None:
+        ft = self.cfg.finetune
+        if ft.freeze != "none" or ft.bn_eval or ft.unfreeze:
+            from . import finetune
+
+            finetune.apply_freeze(self.model, ft.freeze)
+        self._bn_eval = ft.bn_eval
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        ft = self.cfg.finetune
+        if ft.freeze != "none" or ft.bn_eval:
+            from . import finetune
+
+            finetune.set_bn_eval(self.model, only_frozen=not ft.bn_eval)
+
+    def _maybe_unfreeze(self, epoch: int) -> None:
+        mode = self.cfg.finetune.unfreeze.get(epoch) or self.cfg.finetune.unfreeze.get(str(epoch))
+        if mode is None:
+            return
+        from . import finetune
+
+        finetune.apply_freeze(self.model, mode)
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, self.cfg.finetune.backbone_lr_mult)
+        self.log(f"epoch {epoch + 1}: trainable parts now '{mode}'")
+
+    # -- state ---------------------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _state(self, epoch: int, step: int) -> dict:
+        extra = {
+            "classes": self.data.classes,
+            "preprocessing": self.data.preprocessing,
+            "config": self.cfg.to_dict(),
+            "epoch": epoch,
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "best_val_acc": self.best,
+            "train_seconds": self.train_seconds,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:  # "model" holds the weights we evaluate; training resumes raw
+            extra["raw_model"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            extra["ema_n_averaged"] = self.ema.n_averaged.detach().cpu()
+        return extra
+
+    def _restore(self, state: dict) -> None:
+        raw = state.get("raw_model", state["model"])
+        self.model.load_state_dict(raw)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        for epoch in sorted(int(e) for e in self.cfg.finetune.unfreeze if int(e) <= state["epoch"]):
+            self._maybe_unfreeze(epoch)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.history = list(state["history"])
+        self.best = state["best_val_acc"]
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.log(f"resuming {self.out} after epoch {self.start_epoch}")
+
+    def _save(self, epoch: int, step: int, improved: bool) -> None:
+        if not self.main:
+            return
+        state = self._state(epoch, step)
+        save_checkpoint(self.out / "last.pt", self.eval_model(), **state)
+        if improved:
+            save_checkpoint(self.out / "best.pt", self.eval_model(), **state)
+
+    # -- the loop ------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self._train_mode()
+        self.train_loader.set_epoch(epoch)
+        _seed_epoch(cfg.run.seed, epoch)
+        mix = None
+        if cfg.data.augment == "strong":
+            from ..data.transforms import mixup_cutmix
+
+            mix = mixup_cutmix(len(self.data.classes))
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.float64)
+        seen = 0
+        step0 = epoch * self.steps_per_epoch
+        t0 = time.perf_counter()
+        bar = tqdm(self.train_loader, total=self.steps_per_epoch, leave=False, unit="batch",
+                   desc=f"epoch {epoch + 1}/{cfg.run.epochs}", disable=not self.progress,
+                   dynamic_ncols=True)
+        lr = 0.0
+        for i, (x, y) in enumerate(bar):
+            step = step0 + i
+            lr = set_lr(self.optimizer, cfg.optim.lr,
+                        lr_factor(step, self.total_steps, cfg.optim.schedule, self.warmup_steps))
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            target = y
+            if mix is not None:
+                x, target = mix(x, y)
+            with autocast(self.device, self.amp_dtype):
+                out = self.net(x)
+                loss = F.cross_entropy(out.float(), target, label_smoothing=cfg.optim.label_smoothing)
+            if not torch.isfinite(loss):
+                raise ResNetError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; stopped. The "
+                    f"last good checkpoint is {self.out / 'last.pt'} (try a lower --lr)")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            if cfg.optim.clip_grad:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            n = y.shape[0]
+            seen += n
+            loss_sum += loss.detach().double().cpu() * n
+            correct += (out.detach().argmax(1) == y).sum().cpu()
+            if self.progress and (i % 10 == 0 or i == self.steps_per_epoch - 1):
+                rate = seen * self.world / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                acc=f"{100 * correct.item() / seen:.2f}%", lr=f"{lr:.4f}",
+                                img_s=f"{rate:.0f}")
+        bar.close()
+        totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64)])
+        distributed.all_reduce_sum(totals)
+        seconds = time.perf_counter() - t0
+        return {"lr": lr, "train_loss": float(totals[0] / totals[2]),
+                "train_acc": float(totals[1] / totals[2]), "seconds": seconds,
+                "img_s": float(totals[2]) / seconds}
+
+    def evaluate(self, split: str, model: nn.Module | None = None) -> dict:
+        return evaluate(model or self.eval_model(), self.eval_loaders[split], len(self.data.classes),
+                        self.device, amp_dtype=self.amp_dtype, tta=self.cfg.run.tta,
+                        progress=self.progress, desc=split)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "config.yaml")
+            where = "in memory" if self.data.in_memory else "streamed from disk"
+            self.log(f"{cfg.model.name} on {self.data.name}: {len(self.data.train)} training images "
+                     f"({where}), {len(self.data.classes)} classes, "
+                     f"{self.data.in_chans}x{self.data.preprocessing['size'][0]}x"
+                     f"{self.data.preprocessing['size'][1]}; {self.device}, "
+                     f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}"
+                     f"{', ' + str(self.world) + ' processes' if self.world > 1 else ''}; "
+                     f"run folder {self.out}")
+        epoch = self.start_epoch - 1
+        for epoch in range(self.start_epoch, cfg.run.epochs):
+            self._maybe_unfreeze(epoch)
+            row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+            self.train_seconds += row["seconds"]
+            improved = False
+            last = epoch == cfg.run.epochs - 1
+            if "val" in self.eval_loaders and ((epoch + 1) % cfg.run.eval_every == 0 or last):
+                m = self.evaluate("val")
+                row |= {"val_loss": m["loss"], "val_acc": m["top1"], "val_top5": m["top5"]}
+                improved = m["top1"] > self.best
+                self.best = max(self.best, m["top1"])
+            elif "val" not in self.eval_loaders:
+                improved = True  # no validation split: the latest weights are the best we know
+            self.history.append({k: (float(v) if isinstance(v, float) else v) for k, v in row.items()})
+            self._save(epoch, (epoch + 1) * self.steps_per_epoch, improved)
+            if self.main:
+                write_metrics_csv(self.out / "metrics.csv", self.history)
+                plot_curves(self.history, self.out / "curves.png", f"{cfg.model.name} on {self.data.name}")
+                val = (f", val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+                       if "val_acc" in row else "")
+                self.log(f"epoch {epoch + 1}/{cfg.run.epochs}: train loss {row['train_loss']:.4f} "
+                         f"acc {100 * row['train_acc']:.2f}%{val} "
+                         f"({row['seconds']:.1f}s, {row['img_s']:.0f} img/s)")
+            if cfg.run.time_limit and self.train_seconds >= cfg.run.time_limit and not last:
+                self.log(f"time limit of {cfg.run.time_limit:.0f}s reached after epoch {epoch + 1}")
+                break
+        return self.finish(epoch)
+
+    def finish(self, epoch: int) -> dict:
+        """Final evaluation with the best weights: summary.json and the confusion matrix."""
+        cfg = self.cfg
+        summary = {"model": cfg.model.name, "data": self.data.name, "epochs": epoch + 1,
+                   "classes": self.data.classes, "train_seconds": round(self.train_seconds, 2),
+                   "best_val_acc": self.best if self.best >= 0 else None,
+                   "final_val_acc": self.history[-1].get("val_acc") if self.history else None,
+                   "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
+                   "out": str(self.out)}
+        best_path = self.out / "best.pt"
+        model = self.eval_model()
+        if best_path.exists() and "val" in self.eval_loaders:
+            distributed.barrier()
+            state = load_checkpoint(best_path)
+            model = models.ResNet(models.ResNetSpec.from_dict(state["spec"]), **state["model_options"])
+            model.load_state_dict(state["model"])
+            fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+            model.to(self.device, memory_format=fmt)
+            summary["best_epoch"] = state["epoch"] + 1
+        split = "test" if "test" in self.eval_loaders else "val" if "val" in self.eval_loaders else None
+        if split:
+            m = self.evaluate(split, model)
+            summary |= {f"{split}_acc": m["top1"], f"{split}_top5": m["top5"],
+                        f"{split}_loss": m["loss"], f"{split}_macro_f1": m["macro_f1"]}
+            if self.main:
+                plot_confusion(torch.tensor(m["confusion_matrix"]), self.data.classes,
+                               self.out / "confusion_matrix.png",
+                               f"{cfg.model.name}, {split} split: {100 * m['top1']:.2f}% top-1")
+                write_json(self.out / f"{split}_metrics.json", m)
+        if self.main:
+            write_json(self.out / "summary.json", summary)
+            acc = summary.get(f"{split}_acc") if split else None
+            self.log(f"done in {self.train_seconds:.0f}s of training"
+                     + (f": {split} accuracy {100 * acc:.2f}%" if acc is not None else "")
+                     + f"; run folder {self.out}")
+        return summary
+
+
+def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
+          epochs: int | None = None, progress: bool = True, log=print) -> dict:
+    """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary."""
+    trainer = Trainer(cfg, resume=resume, epochs=epochs, progress=progress, log=log)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.cleanup() if trainer.distributed else None
+

@@ -1,0 +1,199 @@
+"""Data loading: every image kind users bring, folder/CSV layouts, bad input, batch augmentation."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet.data import DataConfig, load_data
+from resnet.data.images import load_image, scan, stratified_split, stratified_subset
+from resnet.data.loaders import TensorLoader
+from resnet.data.transforms import BatchAugment
+from resnet.errors import ResNetError
+
+
+def test_every_image_mode_loads_with_its_range(tmp_path):
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.jpg", quality=100)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 7)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 1)
+    Image.fromarray(deep).save(tmp_path / "deep16.png")
+    Image.fromarray(deep).save(tmp_path / "deep16.tif")
+
+    g = load_image(tmp_path / "grey.png", 1)
+    assert g.shape == (1, 8, 8) and torch.allclose(g[0], torch.from_numpy(grey) / 255)
+    assert load_image(tmp_path / "rgb.jpg", 3).shape == (3, 8, 8)
+    a = load_image(tmp_path / "rgba.png", 3)
+    assert a.shape == (3, 8, 8) and torch.allclose(a[0], g[0])  # alpha dropped, not blended
+    assert torch.allclose(load_image(tmp_path / "palette.png", 1), g, atol=1 / 255)
+    for name in ("deep16.png", "deep16.tif"):
+        d = load_image(tmp_path / name, 1)
+        # 16-bit keeps its full range: neighbouring values 1024 apart stay distinct.
+        assert torch.allclose(d[0], torch.from_numpy(deep.astype(np.float32) / 65535), atol=1e-6), name
+    assert load_image(tmp_path / "grey.png", 3).shape == (3, 8, 8)  # grey into an RGB model
+    assert load_image(tmp_path / "rgb.jpg", 1).shape == (1, 8, 8)
+
+
+def _folder(root: Path, classes: dict[str, int], mode: str = "L", size: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    for c, n in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = rng.integers(0, 255, (size, size, 3) if mode == "RGB" else (size, size), np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    return root
+
+
+def test_folder_layouts_channels_and_split(tmp_path):
+    root = _folder(tmp_path / "flat", {"cat": 10, "dog": 10})
+    bundle = load_data(DataConfig(source=str(root), val_split=0.2))
+    assert bundle.classes == ["cat", "dog"] and bundle.in_chans == 1 and bundle.in_memory
+    assert len(bundle.train) == 16 and len(bundle.val) == 4 and bundle.test is None
+    assert bundle.val.labels.tolist().count(0) == 2  # stratified
+    _folder(root / "cat", {}, "RGB")
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "cat" / "colour.png")
+    assert load_data(DataConfig(source=str(root))).in_chans == 3  # one colour image -> RGB model
+    streamed = load_data(DataConfig(source=str(root), in_memory="no"))
+    x, y = next(iter(streamed.loader("train", DataConfig(batch_size=4), train=True)))
+    assert x.shape == (4, 3, 12, 12) and y.shape == (4,)
+
+
+def test_csv_source_and_its_errors(tmp_path):
+    root = _folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    rows = [f"{c}/{i}.png,{c}" for c in "ab" for i in range(3)]
+    (root / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    items = scan(root / "labels.csv")
+    assert items.classes == ["a", "b"] and len(items) == 6
+    (tmp_path / "bad_cols.csv").write_text("file,label,extra\na/0.png,a,1\n")
+    with pytest.raises(ResNetError, match="columns must be exactly path,label"):
+        scan(tmp_path / "bad_cols.csv")
+    (tmp_path / "imgs" / "missing.csv").write_text("path,label\nnope.png,a\n")
+    with pytest.raises(ResNetError, match="file not found"):
+        scan(tmp_path / "imgs" / "missing.csv")
+
+
+def test_bad_folders_and_images(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResNetError, match="no class folders"):
+        scan(tmp_path / "empty")
+    root = _folder(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "c").mkdir()
+    (root / "c" / "notes.txt").write_text("not an image")
+    with pytest.raises(ResNetError, match="class folder .* has no images"):
+        scan(root)
+    (root / "c" / "notes.txt").unlink()
+    (root / "c").rmdir()
+    (root / "a" / "readme.txt").write_text("x")
+    good = (root / "b" / "0.png").read_bytes()
+    (root / "b" / "truncated.png").write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning) as record:
+        items = scan(root)
+    messages = " ".join(str(w.message) for w in record)
+    assert "truncated.png" in messages and "non-image" in messages
+    assert len(items) == 6 and items.skipped == [str(root / "b" / "truncated.png")]
+    with pytest.raises(ResNetError, match="truncated.png"):
+        scan(root, on_bad="error")
+
+
+def _cli(*args):
+    """Runs `resnet ARGS` in this process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from resnet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse errors
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/no/such/folder"], "data not found"),
+    (["train", "--epochs", "0"], "epochs must be at least 1"),
+    (["train", "--batch-size", "0"], "batch size must be at least 1"),
+    (["train", "--model", "resnet21"], "did you mean"),
+    (["train", "--opt", "nonsense"], "KEY=VALUE"),
+    (["val", "/no/such/run"], "checkpoint not found"),
+    (["predict", "/no/such.pt", "x.png"], "not found"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(args, message):
+    r = _cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "tv.pt")
+    r = _cli("val", str(tmp_path / "tv.pt"))
+    assert r.returncode == 2 and "not a resnet checkpoint" in r.stderr
+
+    from resnet import create
+    from resnet.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "good.pt", create("resnet20"), classes=["a"] * 10)
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 3])
+    r = _cli("predict", str(tmp_path / "trunc.pt"), str(tmp_path / "good.pt"))
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr, r.stderr
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "resnet-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    r = _cli("val", str(tmp_path / "evil.pt"))
+    assert r.returncode == 2 and "refusing" in r.stderr and "pwned" not in r.stdout
+
+    state = torch.load(tmp_path / "good.pt", weights_only=True)
+    state["spec"]["widths"] = [8, 16, 32]  # another model's architecture
+    torch.save(state, tmp_path / "other.pt")
+    r = _cli("val", str(tmp_path / "other.pt"))
+    assert r.returncode == 2 and "do not fit" in r.stderr, r.stderr
+
+
+def test_batch_augment_shifts_flips_and_shards_exactly():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    aug = BatchAugment("paper", 8, flip=True)  # pad 1
+    p = {"dy": torch.tensor([1, 0]), "dx": torch.tensor([1, 2]), "flip": torch.tensor([False, True])}
+    y = aug.apply(x, p)
+    assert torch.equal(y[0], x[0])  # offset (1, 1) of a 1-px pad: no shift
+    shifted = torch.zeros(4, 4)
+    shifted[1:, :3] = x[1, 0, :3, 1:]  # up-shift by 1 row (dy=0), left-shift by 1 column (dx=2)
+    assert torch.equal(y[1, 0], shifted.flip(1))
+
+    images, labels = torch.randn(64, 1, 8, 8), torch.arange(64)
+    one = TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=5)
+    two = [TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=5,
+                        rank=r, world_size=2) for r in range(2)]
+    for (xa, ya), (x0, y0), (x1, y1) in zip(one, *two, strict=True):
+        assert torch.equal(torch.cat([x0, x1]), xa) and torch.equal(torch.cat([y0, y1]), ya)
+    one.set_epoch(1)
+    first_e1 = next(iter(one))[1]
+    one.set_epoch(0)
+    assert not torch.equal(first_e1, next(iter(one))[1])
+
+
+def test_stratified_helpers():
+    labels = [0] * 50 + [1] * 30 + [2] * 20
+    tr, va = stratified_split(labels, 0.1, seed=0)
+    assert sorted(tr + va) == list(range(100)) and [labels[i] for i in va].count(1) == 3
+    sub = stratified_subset(labels, 10)
+    assert len(sub) == 10 and {labels[i] for i in sub} == {0, 1, 2}

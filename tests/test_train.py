@@ -1,0 +1,137 @@
+"""The main job: training that learns, exact resume after a kill, val and predict, run folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet.engine.checkpoint import load_checkpoint
+from resnet.engine.config import TrainConfig
+from resnet.engine.trainer import Trainer, train
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def small_config(source: str, out: Path, **run) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "model": {"name": "resnet20"},
+        "data": {"source": source, "batch_size": 32, "augment": "paper"},
+        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+        "run": {"epochs": 4, "out": str(out), "seed": 0, **run},
+    })
+
+
+def test_training_on_real_digits_learns(digits_folder, tmp_path):
+    summary = train(small_config(str(digits_folder), tmp_path / "run", epochs=6), progress=False,
+                    log=lambda *a: None)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert len(rows) == 6 and losses[-1] < 0.6 * losses[0], losses
+    # 10 classes: chance is 10 %.
+    assert summary["best_val_acc"] >= 0.6, summary
+    for name in ("config.yaml", "metrics.csv", "summary.json", "last.pt", "best.pt", "curves.png",
+                 "confusion_matrix.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                            "val_top5", "seconds"}
+    state = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True inside
+    assert state["classes"] == [f"digit{c}" for c in range(10)]
+    assert state["preprocessing"]["in_chans"] == 1 and state["preprocessing"]["size"] == [16, 16]
+    assert {"optimizer", "config", "epoch", "rng", "versions", "spec"} <= set(state)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist not installed")
+def test_fashion_mnist_subset_run_beats_chance(tmp_path):
+    cfg = small_config("fashion-mnist", tmp_path / "fm", epochs=2)
+    cfg = cfg.updated({"data": {"subset": 600, "batch_size": 64}})
+    summary = train(cfg, progress=False, log=lambda *a: None)
+    assert summary["test_acc"] > 0.5, summary  # chance: 10 %
+    assert json.loads((tmp_path / "fm" / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "resnet", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path):
+    common = ["train", "--data", str(digits_folder), "--epochs", "4", "--batch-size", "16",
+              "--seed", "3", "--quiet", "--ema", "0.9"]
+    full = _cli(*common, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "resnet", *common, "--out", str(tmp_path / "cut")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "cut" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 3, "the run finished before it could be killed"
+
+    resumed = _cli("train", "--resume", str(tmp_path / "cut"), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    a = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    keys = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    wa, wb = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(last)
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+
+
+def test_val_and_predict_from_the_checkpoint_alone(digits_folder, tmp_path):
+    train(small_config(str(digits_folder), tmp_path / "run", epochs=2), progress=False,
+          log=lambda *a: None)
+    r = _cli("val", str(tmp_path / "run"), "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["split"] == "val" and m["samples"] == 60 and len(m["f1"]) == 10
+    assert (tmp_path / "run" / "val-val" / "confusion_matrix.png").exists()
+    image = next((digits_folder / "val" / "digit3").iterdir())
+    r = _cli("predict", str(tmp_path / "run" / "best.pt"), str(image), "--top-k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    (pred,) = json.loads(r.stdout)
+    probs = [p["probability"] for p in pred["predictions"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert all(p["class"].startswith("digit") for p in pred["predictions"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits_folder, tmp_path):
+    cfg = small_config(str(digits_folder), tmp_path / "nan", epochs=3)
+    trainer = Trainer(cfg, progress=False, log=lambda *a: None)
+    row = trainer.train_one_epoch(0)
+    trainer.history.append({"epoch": 1, **row})
+    trainer._save(0, trainer.steps_per_epoch, True)
+    with torch.no_grad():  # poison the weights: the next step's loss is NaN
+        trainer.model.fc.weight.fill_(float("nan"))
+    from resnet.errors import ResNetError
+
+    with pytest.raises(ResNetError, match="loss became nan"):
+        trainer.train_one_epoch(1)
+    assert load_checkpoint(tmp_path / "nan" / "last.pt")["epoch"] == 0
+
+
+def test_config_rejects_unknown_keys_and_round_trips(tmp_path):
+    from resnet.errors import ResNetError
+
+    cfg = TrainConfig().updated({"optim": {"lr": 0.2}, "model": {"options": {"norm": "group"}}})
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+    with pytest.raises(ResNetError, match="unknown key"):
+        TrainConfig.from_dict({"optim": {"learning_rate": 0.1}})
+    with pytest.raises(ResNetError, match="unknown key"):
+        TrainConfig().updated({"data": {"batchsize": 3}})
