@@ -22,7 +22,7 @@ from .transforms import (
     train_transform,
 )
 
-BUILTIN = ("fashion-mnist",)
+BUILTIN = ("fashion-mnist", "synthetic")
 
 
 @dataclass
@@ -104,6 +104,12 @@ class DataBundle:
     @property
     def in_memory(self) -> bool:
         return self.train.images is not None
+
+    def to(self, device) -> None:
+        """Moves in-memory splits onto `device` (a GPU keeps the whole data set, as airbench)."""
+        for s in (self.train, self.val, self.test):
+            if s is not None and s.images is not None:
+                s.images, s.labels = s.images.to(device), s.labels.to(device)
 
     def loader(self, split: str, cfg: DataConfig, *, train: bool, seed: int = 0, rank: int = 0,
                world_size: int = 1, channels_last: bool = False, pin_memory: bool = False,
@@ -279,8 +285,21 @@ def eval_loader(source: str, split: str, pre: dict, classes: list[str], *, val_s
                         shuffle=False, workers=workers, channels_last=channels_last)
 
 
+def _synthetic(cfg: DataConfig) -> DataBundle:
+    """Random normalised images in 1000 classes (default 2048 of 3x224x224): for speed tests."""
+    size, n = cfg.image_size or 224, cfg.subset or 2048
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(n, 3, size, size, generator=g)
+    labels = torch.randint(0, 1000, (n,), generator=g)
+    pre = make_preprocessing(3, (size, size), [0.5] * 3, [0.25] * 3)
+    return DataBundle("synthetic", [f"class{i}" for i in range(1000)], pre, Split(labels, images),
+                      None, None)
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Loads the source named in `cfg` into train / val / test splits."""
+    if cfg.source.lower() == "synthetic":
+        return _synthetic(cfg)
     if cfg.source.lower() in BUILTIN:
         return _fashion_mnist(cfg)
     root = Path(cfg.source).expanduser()

@@ -61,6 +61,7 @@ class TensorLoader:
                 part = slice(self.rank * per, (self.rank + 1) * per)
                 idx = idx[part]
                 params = {k: v[part] for k, v in params.items()} if params else None
+            idx = idx.to(self.images.device)
             x = self.images[idx]
             if params is not None:
                 x = self.augment.apply(x, params)

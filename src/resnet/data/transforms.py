@@ -102,17 +102,19 @@ class BatchAugment:
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         b, c, h, w = x.shape
+        params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
         if self.pad:
             p = self.pad
             xp = F.pad(x, (p, p, p, p))  # zero = the mean after normalisation
-            rows = (params["dy"][:, None] + torch.arange(h))[:, None, :, None].expand(b, c, h, w + 2 * p)
+            rows = (params["dy"][:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * p)
             xp = xp.gather(2, rows)
-            cols = (params["dx"][:, None] + torch.arange(w))[:, None, None, :].expand(b, c, h, w)
+            cols = (params["dx"][:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
             x = xp.gather(3, cols)
         if self.flip:
             x = torch.where(params["flip"][:, None, None, None], x.flip(3), x)
         if self.erase:
-            ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+            ys = torch.arange(h, device=x.device)[None, :, None]
+            xs = torch.arange(w, device=x.device)[None, None, :]
             ey, ex = params["ey"][:, None, None], params["ex"][:, None, None]
             box = ((ys >= ey) & (ys < ey + params["eh"][:, None, None])
                    & (xs >= ex) & (xs < ex + params["ew"][:, None, None]))

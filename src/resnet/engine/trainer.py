@@ -111,6 +111,8 @@ class Trainer:
         elif epochs is not None:
             cfg.run.epochs = epochs
         self.device = resolve_device(cfg.run.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick kernels
         self.distributed = distributed.setup(self.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
@@ -132,6 +134,8 @@ class Trainer:
         self.cfg = cfg
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
+        if self.device.type == "cuda" and self.data.in_memory:
+            self.data.to(self.device)
         self.model = build_model(cfg, self.data)
         if cfg.run.sync_bn and self.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -371,8 +375,8 @@ class Trainer:
                    "out": str(self.out)}
         best_path = self.out / "best.pt"
         model = self.eval_model()
+        distributed.barrier()  # rank 0 has written best.pt; every rank now sees the same files
         if best_path.exists() and "val" in self.eval_loaders:
-            distributed.barrier()
             state = load_checkpoint(best_path)
             model = models.ResNet(models.ResNetSpec.from_dict(state["spec"]), **state["model_options"])
             model.load_state_dict(state["model"])
