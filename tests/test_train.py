@@ -22,27 +22,47 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 def small_config(source: str, out: Path, **run) -> TrainConfig:
-    return TrainConfig.from_dict({
-        "model": {"name": "resnet20"},
-        "data": {"source": source, "batch_size": 32, "augment": "paper"},
-        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
-        "run": {"epochs": 4, "out": str(out), "seed": 0, **run},
-    })
+    return TrainConfig.from_dict(
+        {
+            "model": {"name": "resnet20"},
+            "data": {"source": source, "batch_size": 32, "augment": "paper"},
+            "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+            "run": {"epochs": 4, "out": str(out), "seed": 0, **run},
+        }
+    )
 
 
 def test_training_on_real_digits_learns(digits_folder, tmp_path):
-    summary = train(small_config(str(digits_folder), tmp_path / "run", epochs=6), progress=False,
-                    log=lambda *a: None)
+    summary = train(
+        small_config(str(digits_folder), tmp_path / "run", epochs=6),
+        progress=False,
+        log=lambda *a: None,
+    )
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     losses = [float(r["train_loss"]) for r in rows]
     assert len(rows) == 6 and losses[-1] < 0.6 * losses[0], losses
     # 10 classes: chance is 10 %.
     assert summary["best_val_acc"] >= 0.6, summary
-    for name in ("config.yaml", "metrics.csv", "summary.json", "last.pt", "best.pt", "curves.png",
-                 "confusion_matrix.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "last.pt",
+        "best.pt",
+        "curves.png",
+        "confusion_matrix.png",
+    ):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
-    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                            "val_top5", "seconds"}
+    assert set(rows[0]) == {
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_top5",
+        "seconds",
+    }
     state = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True inside
     assert state["classes"] == [f"digit{c}" for c in range(10)]
     assert state["preprocessing"]["in_chans"] == 1 and state["preprocessing"]["size"] == [16, 16]
@@ -56,22 +76,41 @@ def test_fashion_mnist_subset_run_beats_chance(tmp_path):
     cfg = cfg.updated({"data": {"subset": 600, "batch_size": 64}})
     summary = train(cfg, progress=False, log=lambda *a: None)
     assert summary["test_acc"] > 0.5, summary  # chance: 10 %
-    assert json.loads((tmp_path / "fm" / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+    assert (
+        json.loads((tmp_path / "fm" / "summary.json").read_text())["test_acc"]
+        == summary["test_acc"]
+    )
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "resnet", *args], capture_output=True, text=True,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet", *args], capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path):
-    common = ["train", "--data", str(digits_folder), "--epochs", "4", "--batch-size", "16",
-              "--seed", "3", "--quiet", "--ema", "0.9"]
+    common = [
+        "train",
+        "--data",
+        str(digits_folder),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "--quiet",
+        "--ema",
+        "0.9",
+    ]
     full = _cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
 
-    proc = subprocess.Popen([sys.executable, "-m", "resnet", *common, "--out", str(tmp_path / "cut")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet", *common, "--out", str(tmp_path / "cut")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "cut" / "last.pt"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -94,8 +133,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path)
 
 
 def test_val_and_predict_from_the_checkpoint_alone(digits_folder, tmp_path):
-    train(small_config(str(digits_folder), tmp_path / "run", epochs=2), progress=False,
-          log=lambda *a: None)
+    train(
+        small_config(str(digits_folder), tmp_path / "run", epochs=2),
+        progress=False,
+        log=lambda *a: None,
+    )
     r = _cli("val", str(tmp_path / "run"), "--json")
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
@@ -135,3 +177,24 @@ def test_config_rejects_unknown_keys_and_round_trips(tmp_path):
         TrainConfig.from_dict({"optim": {"learning_rate": 0.1}})
     with pytest.raises(ResNetError, match="unknown key"):
         TrainConfig().updated({"data": {"batchsize": 3}})
+
+
+def test_fine_tuning_from_a_weights_file_keeps_frozen_parts(digits_folder, tmp_path):
+    import torchvision
+
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), tmp_path / "r18.pth")
+    cfg = TrainConfig.from_dict({
+        "model": {"name": "resnet18"},
+        "data": {"source": str(digits_folder), "batch_size": 48},
+        "finetune": {"weights": str(tmp_path / "r18.pth"), "freeze": "backbone", "bn_eval": True},
+        "run": {"epochs": 1, "out": str(tmp_path / "ft")},
+    })
+    train(cfg, progress=False, log=lambda *a: None)
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")
+    w = state["model"]
+    # 16 px images take the small-input stem (a fresh 3x3 conv1); the frozen backbone is unchanged.
+    assert w["conv1.weight"].shape == (64, 1, 3, 3)
+    assert torch.equal(w["layer3.1.conv2.weight"], tv.layer3[1].conv2.weight)
+    assert torch.equal(w["layer4.0.bn1.running_mean"], tv.layer4[0].bn1.running_mean)
+    assert w["fc.weight"].shape == (10, 512)

@@ -1,8 +1,7 @@
-"""Data sets, transforms and loaders: Fashion-MNIST, image folders and CSVs, in memory or streamed."""
+"""Data sets, transforms and loaders: Fashion-MNIST, folders and CSVs, in memory or streamed."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,15 +104,39 @@ class DataBundle:
     def in_memory(self) -> bool:
         return self.train.images is not None
 
+    def set_preprocessing(self, pre: dict) -> None:
+        """Adopts another normalisation (pretrained weights' mean/std); in-memory tensors are
+        renormalised in place and keep their size, streamed data takes `pre` whole."""
+        old = self.preprocessing
+        if self.in_memory:
+            pre = dict(pre, size=old["size"], resize=old.get("resize"), crop=old.get("crop"))
+            c = len(old["mean"])
+            m0, s0 = (torch.tensor(old[k]).view(1, c, 1, 1) for k in ("mean", "std"))
+            m1, s1 = (torch.tensor(pre[k]).view(1, c, 1, 1) for k in ("mean", "std"))
+            for s in (self.train, self.val, self.test):
+                if s is not None and s.images is not None:
+                    s.images.mul_(s0).add_(m0).sub_(m1).div_(s1)
+        self.preprocessing = pre
+
     def to(self, device) -> None:
         """Moves in-memory splits onto `device` (a GPU keeps the whole data set, as airbench)."""
         for s in (self.train, self.val, self.test):
             if s is not None and s.images is not None:
                 s.images, s.labels = s.images.to(device), s.labels.to(device)
 
-    def loader(self, split: str, cfg: DataConfig, *, train: bool, seed: int = 0, rank: int = 0,
-               world_size: int = 1, channels_last: bool = False, pin_memory: bool = False,
-               batch_size: int | None = None):
+    def loader(
+        self,
+        split: str,
+        cfg: DataConfig,
+        *,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        pin_memory: bool = False,
+        batch_size: int | None = None,
+    ):
         """Batches of `split` ("train", "val", "test"); `train=True` shuffles and augments."""
         data: Split | None = getattr(self, split)
         if data is None:
@@ -122,16 +145,40 @@ class DataBundle:
         if train and bs % world_size:
             raise ResNetError(f"batch size {bs} does not divide over {world_size} processes")
         if data.images is not None:
-            aug = BatchAugment(cfg.augment, self.preprocessing["size"][0], cfg.flip) if train else None
-            return TensorLoader(data.images, data.labels, batch_size=bs, shuffle=train, augment=aug,
-                                drop_last=train and len(data) > bs, seed=seed, rank=rank,
-                                world_size=world_size, channels_last=channels_last)
-        tf = train_transform(self.preprocessing, cfg.augment, cfg.flip) if train \
+            aug = (
+                BatchAugment(cfg.augment, self.preprocessing["size"][0], cfg.flip)
+                if train
+                else None
+            )
+            return TensorLoader(
+                data.images,
+                data.labels,
+                batch_size=bs,
+                shuffle=train,
+                augment=aug,
+                drop_last=train and len(data) > bs,
+                seed=seed,
+                rank=rank,
+                world_size=world_size,
+                channels_last=channels_last,
+            )
+        tf = (
+            train_transform(self.preprocessing, cfg.augment, cfg.flip)
+            if train
             else eval_transform(self.preprocessing)
-        return StreamLoader(FileDataset(data.files, tf), batch_size=bs, shuffle=train,
-                            workers=cfg.workers, drop_last=train and len(data) > bs, seed=seed,
-                            rank=rank, world_size=world_size, channels_last=channels_last,
-                            pin_memory=pin_memory)
+        )
+        return StreamLoader(
+            FileDataset(data.files, tf),
+            batch_size=bs,
+            shuffle=train,
+            workers=cfg.workers,
+            drop_last=train and len(data) > bs,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            channels_last=channels_last,
+            pin_memory=pin_memory,
+        )
 
 
 def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -148,8 +195,13 @@ def _fashion_mnist(cfg: DataConfig) -> DataBundle:
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         x = _normalise(x, pre["mean"], pre["std"])
-        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                             align_corners=False) if size != 28 else x
+        return (
+            F.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+            if size != 28
+            else x
+        )
 
     # The validation split is fixed (seed 0) whatever the training seed: choices stay comparable.
     val = None
@@ -160,8 +212,14 @@ def _fashion_mnist(cfg: DataConfig) -> DataBundle:
     if cfg.subset:
         keep = stratified_subset(labels, cfg.subset)
         images, labels = images[keep], labels[keep]
-    return DataBundle("fashion-mnist", list(fashion_mnist.CLASSES), pre,
-                      Split(labels, prep(images)), val, Split(test_y, prep(test_x)))
+    return DataBundle(
+        "fashion-mnist",
+        list(fashion_mnist.CLASSES),
+        pre,
+        Split(labels, prep(images)),
+        val,
+        Split(test_y, prep(test_x)),
+    )
 
 
 def _choose_size(files: ImageList, cfg: DataConfig) -> tuple[int, int, int | None]:
@@ -170,8 +228,11 @@ def _choose_size(files: ImageList, cfg: DataConfig) -> tuple[int, int, int | Non
         sizes = set(files.sizes)
         if len(sizes) == 1 and next(iter(sizes)) == (cfg.image_size, cfg.image_size):
             return cfg.image_size, cfg.image_size, None
-        return cfg.image_size, cfg.image_size, round(cfg.image_size * 256 / 224) \
-            if cfg.image_size >= 96 else cfg.image_size
+        return (
+            cfg.image_size,
+            cfg.image_size,
+            round(cfg.image_size * 256 / 224) if cfg.image_size >= 96 else cfg.image_size,
+        )
     sizes = set(files.sizes)
     if len(sizes) == 1:
         h, w = next(iter(sizes))
@@ -182,17 +243,29 @@ def _choose_size(files: ImageList, cfg: DataConfig) -> tuple[int, int, int | Non
 def _decode_all(files: ImageList, h: int, w: int, resize: int | None) -> torch.Tensor:
     from tqdm import tqdm
 
-    tf = EvalTransform(make_preprocessing(files.in_chans, (h, w), [0.0] * files.in_chans,
-                                          [1.0] * files.in_chans, resize, h if resize else None))
+    tf = EvalTransform(
+        make_preprocessing(
+            files.in_chans,
+            (h, w),
+            [0.0] * files.in_chans,
+            [1.0] * files.in_chans,
+            resize,
+            h if resize else None,
+        )
+    )
     out = torch.empty(len(files), files.in_chans, h, w)
-    for i, p in enumerate(tqdm(files.paths, desc="decoding images", unit="img", leave=False,
-                               disable=len(files) < 2000)):
+    for i, p in enumerate(
+        tqdm(
+            files.paths, desc="decoding images", unit="img", leave=False, disable=len(files) < 2000
+        )
+    ):
         out[i] = tf(load_image(p, files.in_chans))
     return out
 
 
-def _mean_std(files: ImageList, h: int, w: int, resize: int | None,
-              decoded: torch.Tensor | None) -> tuple[list[float], list[float]]:
+def _mean_std(
+    files: ImageList, h: int, w: int, resize: int | None, decoded: torch.Tensor | None
+) -> tuple[list[float], list[float]]:
     if decoded is None:
         step = max(1, len(files) // 500)
         decoded = _decode_all(files.subset(list(range(0, len(files), step))), h, w, resize)
@@ -217,7 +290,9 @@ def _files(cfg: DataConfig, root: Path) -> DataBundle:
         if va:
             splits["val"], splits["train"] = train.subset(va), train.subset(tr)
     if cfg.subset:
-        splits["train"] = splits["train"].subset(stratified_subset(splits["train"].labels, cfg.subset))
+        splits["train"] = splits["train"].subset(
+            stratified_subset(splits["train"].labels, cfg.subset)
+        )
     in_chans = max(s.in_chans for s in splits.values() if s is not None)
     for s in splits.values():
         if s is not None:
@@ -226,11 +301,15 @@ def _files(cfg: DataConfig, root: Path) -> DataBundle:
     n_total = sum(len(s) for s in splits.values() if s is not None)
     fits = n_total * in_chans * h * w * 4 <= cfg.memory_limit_gb * 2**30
     if cfg.in_memory == "yes" and not fits:
-        raise ResNetError(f"{n_total} images of {in_chans}x{h}x{w} do not fit in "
-                          f"{cfg.memory_limit_gb} GB; use --in-memory no or auto")
+        raise ResNetError(
+            f"{n_total} images of {in_chans}x{h}x{w} do not fit in "
+            f"{cfg.memory_limit_gb} GB; use --in-memory no or auto"
+        )
     in_memory = cfg.in_memory == "yes" or (cfg.in_memory == "auto" and fits)
-    decoded = {k: _decode_all(s, h, w, resize) if in_memory and s is not None else None
-               for k, s in splits.items()}
+    decoded = {
+        k: _decode_all(s, h, w, resize) if in_memory and s is not None else None
+        for k, s in splits.items()
+    }
     mean, std = _mean_std(splits["train"], h, w, resize, decoded["train"])
     pre = make_preprocessing(in_chans, (h, w), mean, std, resize, h if resize else None)
 
@@ -243,13 +322,23 @@ def _files(cfg: DataConfig, root: Path) -> DataBundle:
             return Split(labels, _normalise(decoded[name], mean, std))
         return Split(labels, files=s)
 
-    return DataBundle(str(root), list(train.classes), pre, split("train"), split("val"),
-                      split("test"))
+    return DataBundle(
+        str(root), list(train.classes), pre, split("train"), split("val"), split("test")
+    )
 
 
-def eval_loader(source: str, split: str, pre: dict, classes: list[str], *, val_split: float = 0.1,
-                batch_size: int = 256, workers: int | None = None, bad_images: str = "skip",
-                channels_last: bool = False):
+def eval_loader(
+    source: str,
+    split: str,
+    pre: dict,
+    classes: list[str],
+    *,
+    val_split: float = 0.1,
+    batch_size: int = 256,
+    workers: int | None = None,
+    bad_images: str = "skip",
+    channels_last: bool = False,
+):
     """Batches of one split of `source`, preprocessed as a checkpoint says (`pre`), for val."""
     if source.lower() in BUILTIN:
         if split == "test":
@@ -281,8 +370,13 @@ def eval_loader(source: str, split: str, pre: dict, classes: list[str], *, val_s
             tr, va = stratified_split(files.labels, val_split, seed=0)
             files = files.subset(va if split == "val" else tr)
     files.in_chans = pre["in_chans"]
-    return StreamLoader(FileDataset(files, eval_transform(pre)), batch_size=batch_size,
-                        shuffle=False, workers=workers, channels_last=channels_last)
+    return StreamLoader(
+        FileDataset(files, eval_transform(pre)),
+        batch_size=batch_size,
+        shuffle=False,
+        workers=workers,
+        channels_last=channels_last,
+    )
 
 
 def _synthetic(cfg: DataConfig) -> DataBundle:
@@ -292,8 +386,9 @@ def _synthetic(cfg: DataConfig) -> DataBundle:
     images = torch.randn(n, 3, size, size, generator=g)
     labels = torch.randint(0, 1000, (n,), generator=g)
     pre = make_preprocessing(3, (size, size), [0.5] * 3, [0.25] * 3)
-    return DataBundle("synthetic", [f"class{i}" for i in range(1000)], pre, Split(labels, images),
-                      None, None)
+    return DataBundle(
+        "synthetic", [f"class{i}" for i in range(1000)], pre, Split(labels, images), None, None
+    )
 
 
 def load_data(cfg: DataConfig) -> DataBundle:
@@ -308,5 +403,13 @@ def load_data(cfg: DataConfig) -> DataBundle:
     return _files(cfg, root)
 
 
-__all__ = ["DataBundle", "DataConfig", "Split", "eval_loader", "eval_transform", "load_data",
-           "load_image", "make_preprocessing"]
+__all__ = [
+    "DataBundle",
+    "DataConfig",
+    "Split",
+    "eval_loader",
+    "eval_transform",
+    "load_data",
+    "load_image",
+    "make_preprocessing",
+]

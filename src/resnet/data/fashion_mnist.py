@@ -11,8 +11,18 @@ import torch
 
 from ..errors import ResNetError
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-           "Bag", "Ankle boot")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -69,7 +79,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ResNetError(f"{path} is not a uint8 IDX file")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     count = int(np.prod(dims))
     if len(data) - offset != count:
@@ -77,7 +87,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def load_fashion_mnist(split: str = "train", download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(
+    split: str = "train", download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(images uint8 [N, 1, 28, 28], labels int64 [N])` for split "train" (60k) or "test" (10k)."""
     if split not in FILES:
         raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', not {split!r}")

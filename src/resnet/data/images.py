@@ -15,8 +15,19 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ResNetError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                    ".ppm", ".pbm")
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -98,8 +109,13 @@ class ImageList:
         return len(self.paths)
 
     def subset(self, indices: list[int]) -> ImageList:
-        return ImageList([self.paths[i] for i in indices], [self.labels[i] for i in indices],
-                         self.classes, self.in_chans, [self.sizes[i] for i in indices])
+        return ImageList(
+            [self.paths[i] for i in indices],
+            [self.labels[i] for i in indices],
+            self.classes,
+            self.in_chans,
+            [self.sizes[i] for i in indices],
+        )
 
 
 def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str) -> ImageList:
@@ -109,11 +125,12 @@ def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str)
         try:
             is_grey, size = probe_image(path)
             grey &= is_grey
-        except ResNetError as e:
+        except ResNetError:
             if on_bad == "error":
                 raise
-            warnings.warn(f"skipping unreadable image {path} (use --bad-images error to stop)",
-                          stacklevel=2)
+            warnings.warn(
+                f"skipping unreadable image {path} (use --bad-images error to stop)", stacklevel=2
+            )
             skipped.append(str(path))
             continue
         paths.append(path)
@@ -124,8 +141,9 @@ def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str)
     return ImageList(paths, labels, classes, 1 if grey else 3, sizes, skipped)
 
 
-def scan_class_folders(root: Path, on_bad: str = "skip",
-                       classes: list[str] | None = None) -> ImageList:
+def scan_class_folders(
+    root: Path, on_bad: str = "skip", classes: list[str] | None = None
+) -> ImageList:
     """ImageFolder layout: one sub-folder per class. Every class folder must hold images."""
     if not root.is_dir():
         raise ResNetError(f"not a folder: {root}")
@@ -135,18 +153,23 @@ def scan_class_folders(root: Path, on_bad: str = "skip",
     classes = classes or found
     unknown = set(found) - set(classes)
     if unknown:
-        raise ResNetError(f"{root} has classes not in the training set: {', '.join(sorted(unknown))}")
+        raise ResNetError(
+            f"{root} has classes not in the training set: {', '.join(sorted(unknown))}"
+        )
     items, other = [], []
     for c in found:
-        files = sorted(p for p in (root / c).rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p for p in (root / c).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
         images = [p for p in files if is_image_file(p)]
         other += [p for p in files if not is_image_file(p)]
         if not images:
             raise ResNetError(f"class folder {root / c} has no images")
         items += [(p, c) for p in images]
     if other:
-        warnings.warn(f"ignoring {len(other)} non-image file(s) under {root}, e.g. {other[0]}",
-                      stacklevel=2)
+        warnings.warn(
+            f"ignoring {len(other)} non-image file(s) under {root}, e.g. {other[0]}", stacklevel=2
+        )
     return _check_files(items, classes, on_bad)
 
 
@@ -161,8 +184,10 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if sorted(header) != sorted(CSV_COLUMNS):
-            raise ResNetError(f"{csv_path}: columns must be exactly {','.join(CSV_COLUMNS)} "
-                              f"(found {','.join(header) or 'none'})")
+            raise ResNetError(
+                f"{csv_path}: columns must be exactly {','.join(CSV_COLUMNS)} "
+                f"(found {','.join(header) or 'none'})"
+            )
         rows = [{k.strip(): (v or "").strip() for k, v in r.items()} for r in reader]
     if not rows:
         raise ResNetError(f"{csv_path} has no rows")
@@ -179,7 +204,9 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
     classes = classes or found
     unknown = set(found) - set(classes)
     if unknown:
-        raise ResNetError(f"{csv_path}: labels not in the training set: {', '.join(sorted(unknown))}")
+        raise ResNetError(
+            f"{csv_path}: labels not in the training set: {', '.join(sorted(unknown))}"
+        )
     return _check_files(items, classes, on_bad)
 
 

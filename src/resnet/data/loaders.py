@@ -27,9 +27,20 @@ class TensorLoader:
     global batch, so N processes see the same samples and augmentations as one.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
-                 shuffle: bool, augment: BatchAugment | None = None, drop_last: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        augment: BatchAugment | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         self.images, self.labels = images, labels
@@ -54,7 +65,7 @@ class TensorLoader:
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         h, w = self.images.shape[-2:]
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             params = self.augment.sample(len(idx), g, h, w) if self.augment else None
             if self.world_size > 1:
                 per = math.ceil(len(idx) / self.world_size)
@@ -92,7 +103,9 @@ class _EpochShuffle(Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
+        return iter(
+            torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -101,23 +114,40 @@ class _EpochShuffle(Sampler):
 class StreamLoader:
     """A DataLoader over files with per-epoch seeding (workers' seeds derive from it too)."""
 
-    def __init__(self, dataset: FileDataset, *, batch_size: int, shuffle: bool, workers: int | None,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, pin_memory: bool = False):
+    def __init__(
+        self,
+        dataset: FileDataset,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        workers: int | None,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        pin_memory: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         self.dataset, self.seed, self.epoch, self.channels_last = dataset, seed, 0, channels_last
         if world_size > 1:
-            self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed,
-                                              drop_last=drop_last)
+            self.sampler = DistributedSampler(
+                dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+            )
             per_rank = batch_size // world_size
         else:
             self.sampler = _EpochShuffle(len(dataset), seed) if shuffle else None
             per_rank = batch_size
         if workers is None:
             workers = min(4, max(0, (os.cpu_count() or 1) - 1))
-        self.loader_args = dict(batch_size=per_rank, sampler=self.sampler, num_workers=workers,
-                                drop_last=drop_last, pin_memory=pin_memory)
+        self.loader_args = dict(
+            batch_size=per_rank,
+            sampler=self.sampler,
+            num_workers=workers,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+        )
         self.batch_size = batch_size
 
     @property

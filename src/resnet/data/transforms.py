@@ -9,12 +9,23 @@ from torchvision.transforms import v2
 PRESETS = ("none", "paper", "strong")
 
 
-def make_preprocessing(in_chans: int, size: tuple[int, int], mean, std, resize: int | None = None,
-                       crop: int | None = None) -> dict:
+def make_preprocessing(
+    in_chans: int,
+    size: tuple[int, int],
+    mean,
+    std,
+    resize: int | None = None,
+    crop: int | None = None,
+) -> dict:
     """The eval preprocessing a checkpoint carries; predict/val/export rebuild it from this."""
-    return {"in_chans": int(in_chans), "size": [int(size[0]), int(size[1])],
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-            "resize": resize, "crop": crop}
+    return {
+        "in_chans": int(in_chans),
+        "size": [int(size[0]), int(size[1])],
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "resize": resize,
+        "crop": crop,
+    }
 
 
 class EvalTransform:
@@ -24,14 +35,15 @@ class EvalTransform:
         self.size = tuple(pre["size"])
         self.resize = pre.get("resize")
         self.crop = pre.get("crop")
+        self.interpolation = v2.InterpolationMode(pre.get("interpolation") or "bilinear")
         self.normalize = v2.Normalize(pre["mean"], pre["std"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize:
-            x = v2.functional.resize(x, self.resize, antialias=True)
+            x = v2.functional.resize(x, self.resize, self.interpolation, antialias=True)
             x = v2.functional.center_crop(x, list(self.size))
         elif tuple(x.shape[-2:]) != self.size:
-            x = v2.functional.resize(x, list(self.size), antialias=True)
+            x = v2.functional.resize(x, list(self.size), self.interpolation, antialias=True)
         return self.normalize(x)
 
 
@@ -60,8 +72,11 @@ def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
     if flip:
         ops.append(v2.RandomHorizontalFlip())
     if preset == "strong":
-        ops += [v2.ToDtype(torch.uint8, scale=True), v2.TrivialAugmentWide(),
-                v2.ToDtype(torch.float32, scale=True)]
+        ops += [
+            v2.ToDtype(torch.uint8, scale=True),
+            v2.TrivialAugmentWide(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
     ops.append(v2.Normalize(pre["mean"], pre["std"]))
     if preset == "strong":
         ops.append(v2.RandomErasing(p=0.25))
@@ -95,9 +110,13 @@ class BatchAugment:
             ratio = torch.exp(torch.empty(n).uniform_(-1.2, 1.2, generator=g))
             eh = (area * ratio).sqrt().round().clamp(1, h).long()
             ew = (area / ratio).sqrt().round().clamp(1, w).long()
-            params |= {"erase": torch.rand(n, generator=g) < 0.25, "eh": eh, "ew": ew,
-                       "ey": (torch.rand(n, generator=g) * (h - eh + 1)).long(),
-                       "ex": (torch.rand(n, generator=g) * (w - ew + 1)).long()}
+            params |= {
+                "erase": torch.rand(n, generator=g) < 0.25,
+                "eh": eh,
+                "ew": ew,
+                "ey": (torch.rand(n, generator=g) * (h - eh + 1)).long(),
+                "ex": (torch.rand(n, generator=g) * (w - ew + 1)).long(),
+            }
         return params
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -106,9 +125,13 @@ class BatchAugment:
         if self.pad:
             p = self.pad
             xp = F.pad(x, (p, p, p, p))  # zero = the mean after normalisation
-            rows = (params["dy"][:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * p)
+            rows = (params["dy"][:, None] + torch.arange(h, device=x.device))[
+                :, None, :, None
+            ].expand(b, c, h, w + 2 * p)
             xp = xp.gather(2, rows)
-            cols = (params["dx"][:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+            cols = (params["dx"][:, None] + torch.arange(w, device=x.device))[
+                :, None, None, :
+            ].expand(b, c, h, w)
             x = xp.gather(3, cols)
         if self.flip:
             x = torch.where(params["flip"][:, None, None, None], x.flip(3), x)
@@ -116,13 +139,21 @@ class BatchAugment:
             ys = torch.arange(h, device=x.device)[None, :, None]
             xs = torch.arange(w, device=x.device)[None, None, :]
             ey, ex = params["ey"][:, None, None], params["ex"][:, None, None]
-            box = ((ys >= ey) & (ys < ey + params["eh"][:, None, None])
-                   & (xs >= ex) & (xs < ex + params["ew"][:, None, None]))
+            box = (
+                (ys >= ey)
+                & (ys < ey + params["eh"][:, None, None])
+                & (xs >= ex)
+                & (xs < ex + params["ew"][:, None, None])
+            )
             x = x.masked_fill((box & params["erase"][:, None, None])[:, None], 0.0)
         return x
 
 
 def mixup_cutmix(num_classes: int) -> v2.RandomChoice:
     """MixUp or CutMix on a batch (soft labels), as in the 'strong' preset."""
-    return v2.RandomChoice([v2.MixUp(num_classes=num_classes, alpha=0.2),
-                            v2.CutMix(num_classes=num_classes, alpha=1.0)])
+    return v2.RandomChoice(
+        [
+            v2.MixUp(num_classes=num_classes, alpha=0.2),
+            v2.CutMix(num_classes=num_classes, alpha=1.0),
+        ]
+    )

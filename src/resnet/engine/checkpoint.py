@@ -58,8 +58,11 @@ def versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"resnet": __version__, "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__)}
+    return {
+        "resnet": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+    }
 
 
 def model_state(model: ResNet) -> dict[str, Any]:
@@ -101,11 +104,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(weights_only=True). Re-save its state_dict. ({str(e).splitlines()[0][:120]})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ResNetError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                          f"{str(e).splitlines()[0][:160]}") from None
+        raise ResNetError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): "
+            f"{str(e).splitlines()[0][:160]}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ResNetError(f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "
-                          "for plain state_dicts use `resnet.create(..., weights=PATH)`")
+        raise ResNetError(
+            f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "
+            "for plain state_dicts use `resnet.create(..., weights=PATH)`"
+        )
     if state.get("version", 0) > VERSION:
         raise ResNetError(f"{path} was written by a newer resnet (format {state['version']})")
     return state
@@ -118,8 +125,9 @@ def build_model(state: dict[str, Any]) -> ResNet:
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as e:
-        raise ResNetError(f"checkpoint weights do not fit its model {model.arch}: "
-                          f"{str(e).splitlines()[0][:200]}") from None
+        raise ResNetError(
+            f"checkpoint weights do not fit its model {model.arch}: {str(e).splitlines()[0][:200]}"
+        ) from None
     return model
 
 

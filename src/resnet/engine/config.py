@@ -146,8 +146,9 @@ def _build(cls, d: dict, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ResNetError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(fields)}")
+        raise ResNetError(
+            f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; known: {', '.join(fields)}"
+        )
     kwargs = {}
     for k, v in d.items():
         sub = _SECTIONS.get(fields[k].type) if cls is TrainConfig else None
@@ -172,5 +173,10 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     return out
 
 
-_SECTIONS = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "OptimConfig": OptimConfig,
-             "FinetuneConfig": FinetuneConfig, "RunConfig": RunConfig}
+_SECTIONS = {
+    "ModelConfig": ModelConfig,
+    "DataConfig": DataConfig,
+    "OptimConfig": OptimConfig,
+    "FinetuneConfig": FinetuneConfig,
+    "RunConfig": RunConfig,
+}

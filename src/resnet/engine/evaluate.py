@@ -18,8 +18,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None,
-                   tta: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None, tta: bool = False
+) -> torch.Tensor:
     """Logits in float32; with `tta`, averaged with those of the mirrored image."""
     with autocast(x.device, amp_dtype):
         out = model(x).float()
@@ -29,9 +30,17 @@ def predict_logits(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | N
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *,
-             amp_dtype: torch.dtype | None = None, tta: bool = False, progress: bool = False,
-             desc: str = "eval") -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    tta: bool = False,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict:
     """Runs `model` over `loader`; sums are reduced over processes when distributed."""
     from tqdm import tqdm
 
@@ -46,23 +55,24 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device, *
         logits = predict_logits(model, x, amp_dtype, tta)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         top5 += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
-        cm += torch.bincount(y * num_classes + logits.argmax(1),
-                             minlength=num_classes * num_classes).view(num_classes, num_classes)
+        cm += torch.bincount(
+            y * num_classes + logits.argmax(1), minlength=num_classes * num_classes
+        ).view(num_classes, num_classes)
     for t in (loss_sum, top5, cm):
         distributed.all_reduce_sum(t)
     model.train(was_training)
     return metrics_from_confusion(cm.cpu(), float(loss_sum), float(top5))
 
 
-def metrics_from_confusion(cm: torch.Tensor, loss_sum: float = 0.0, top5_hits: float = 0.0
-                           ) -> dict:
+def metrics_from_confusion(cm: torch.Tensor, loss_sum: float = 0.0, top5_hits: float = 0.0) -> dict:
     n = int(cm.sum())
     tp = cm.diag().double()
     predicted, actual = cm.sum(0).double(), cm.sum(1).double()
     precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
+    )
     return {
         "samples": n,
         "loss": loss_sum / max(n, 1),

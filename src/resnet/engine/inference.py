@@ -16,14 +16,21 @@ from .checkpoint import load_model
 class TorchClassifier:
     """A model with its class names and preprocessing; calling it maps a batch to logits."""
 
-    def __init__(self, model: torch.nn.Module, classes: list[str], preprocessing: dict,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes: list[str],
+        preprocessing: dict,
+        device: str | torch.device = "cpu",
+    ):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.classes, self.preprocessing = list(classes), dict(preprocessing)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchClassifier:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu"
+    ) -> TorchClassifier:
         model, state = load_model(path)
         if "classes" not in state or "preprocessing" not in state:
             raise ResNetError(f"{path} lacks class names or preprocessing; cannot predict with it")
@@ -51,8 +58,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
-def predict_paths(classifier, paths: list[Path], *, top_k: int = 5, batch_size: int = 64,
-                  skip_bad: bool = False) -> list[dict]:
+def predict_paths(
+    classifier, paths: list[Path], *, top_k: int = 5, batch_size: int = 64, skip_bad: bool = False
+) -> list[dict]:
     """Top-k classes and probabilities for each image; a bad file is an error unless skip_bad."""
     if top_k < 1:
         raise ResNetError(f"--top-k must be at least 1, got {top_k}")
@@ -62,7 +70,7 @@ def predict_paths(classifier, paths: list[Path], *, top_k: int = 5, batch_size: 
     results = []
     for start in range(0, len(paths), batch_size):
         chunk, xs = [], []
-        for p in paths[start:start + batch_size]:
+        for p in paths[start : start + batch_size]:
             try:
                 xs.append(tf(load_image(p, pre["in_chans"])))
                 chunk.append(p)
@@ -75,7 +83,13 @@ def predict_paths(classifier, paths: list[Path], *, top_k: int = 5, batch_size: 
         probs = torch.softmax(classifier(torch.stack(xs)), dim=1)
         top = probs.topk(k, dim=1)
         for p, values, indices in zip(chunk, top.values, top.indices, strict=True):
-            results.append({"path": str(p), "predictions": [
-                {"class": classifier.classes[i], "index": int(i), "probability": float(v)}
-                for v, i in zip(values.tolist(), indices.tolist(), strict=True)]})
+            results.append(
+                {
+                    "path": str(p),
+                    "predictions": [
+                        {"class": classifier.classes[i], "index": int(i), "probability": float(v)}
+                        for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+                    ],
+                }
+            )
     return results

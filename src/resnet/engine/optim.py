@@ -10,8 +10,14 @@ from torch import nn
 from .config import OptimConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, *, backbone_lr_mult: float = 1.0,
-                 norm_bias_lr_mult: float = 1.0, head_prefix: str = "fc.") -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    backbone_lr_mult: float = 1.0,
+    norm_bias_lr_mult: float = 1.0,
+    head_prefix: str = "fc.",
+) -> list[dict]:
     """Parameter groups: no weight decay on norms and biases (1-D tensors), the classifier at the
     base rate and the backbone at `backbone_lr_mult` of it. Frozen parameters are left out.
 
@@ -28,17 +34,25 @@ def param_groups(model: nn.Module, weight_decay: float, *, backbone_lr_mult: flo
             mult = 1.0 if head else backbone_lr_mult
             if no_decay and not head:
                 mult *= norm_bias_lr_mult
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lr_mult": mult, "name": ("head" if head else "backbone")
-                           + ("_no_decay" if no_decay else "")}
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_mult": mult,
+                "name": ("head" if head else "backbone") + ("_no_decay" if no_decay else ""),
+            }
         groups[key]["params"].append(p)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, backbone_lr_mult: float = 1.0
-                    ) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, backbone_lr_mult=backbone_lr_mult,
-                          norm_bias_lr_mult=cfg.norm_bias_lr_mult)
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, backbone_lr_mult: float = 1.0
+) -> torch.optim.Optimizer:
+    groups = param_groups(
+        model,
+        cfg.weight_decay,
+        backbone_lr_mult=backbone_lr_mult,
+        norm_bias_lr_mult=cfg.norm_bias_lr_mult,
+    )
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
     if cfg.optimizer == "sgd":

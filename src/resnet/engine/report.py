@@ -11,8 +11,16 @@ import torch
 
 from .checkpoint import atomic_write_bytes, atomic_write_text
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
-                  "seconds")
+METRIC_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_top5",
+    "seconds",
+)
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
@@ -78,8 +86,15 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], path: Path, title: str 
     if n <= 30:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
         ax.set_xticks(range(n), classes, rotation=45, ha="right")
         ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")

@@ -90,10 +90,17 @@ def _seed_epoch(seed: int, epoch: int) -> None:
 
 
 class Trainer:
-    """Holds the pieces of one run; `fit()` trains. Use `train(config)` unless you need the parts."""
+    """The pieces of one run; `fit()` trains. Use `train(config)` unless you need the parts."""
 
-    def __init__(self, cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
-                 epochs: int | None = None, progress: bool = True, log=print):
+    def __init__(
+        self,
+        cfg: TrainConfig | None = None,
+        *,
+        resume: str | Path | None = None,
+        epochs: int | None = None,
+        progress: bool = True,
+        log=print,
+    ):
         state = None
         if resume is not None:
             resume = Path(resume)
@@ -134,6 +141,15 @@ class Trainer:
         self.cfg = cfg
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
+        if cfg.finetune.weights and state is None:
+            from .finetune import eval_preprocessing_for
+
+            pre = eval_preprocessing_for(cfg.finetune.weights, self.data.preprocessing,
+                                         arch=cfg.model.name)
+            if pre and pre != self.data.preprocessing:
+                self.data.set_preprocessing(pre)
+        elif state is not None and state["preprocessing"] != self.data.preprocessing:
+            self.data.set_preprocessing(state["preprocessing"])  # a fine-tuning run resumed
         if self.device.type == "cuda" and self.data.in_memory:
             self.data.to(self.device)
         self.model = build_model(cfg, self.data)
@@ -145,12 +161,19 @@ class Trainer:
         self._finetune_setup()
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_scaler else None
-        loader_kw = dict(seed=cfg.run.seed, rank=self.rank, world_size=self.world,
-                         channels_last=cfg.run.channels_last,
-                         pin_memory=self.device.type == "cuda")
+        loader_kw = dict(
+            seed=cfg.run.seed,
+            rank=self.rank,
+            world_size=self.world,
+            channels_last=cfg.run.channels_last,
+            pin_memory=self.device.type == "cuda",
+        )
         self.train_loader = self.data.loader("train", cfg.data, train=True, **loader_kw)
-        self.eval_loaders = {s: self.data.loader(s, cfg.data, train=False, **loader_kw)
-                             for s in ("val", "test") if getattr(self.data, s) is not None}
+        self.eval_loaders = {
+            s: self.data.loader(s, cfg.data, train=False, **loader_kw)
+            for s in ("val", "test")
+            if getattr(self.data, s) is not None
+        }
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = cfg.run.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
@@ -158,8 +181,9 @@ class Trainer:
         if cfg.optim.ema_decay:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay),
-                                     use_buffers=True)
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay), use_buffers=True
+            )
         self.start_epoch, self.history, self.best = 0, [], -1.0
         self.train_seconds = 0.0
         if state is not None:
@@ -195,7 +219,9 @@ class Trainer:
         from . import finetune
 
         finetune.apply_freeze(self.model, mode)
-        self.optimizer = build_optimizer(self.model, self.cfg.optim, self.cfg.finetune.backbone_lr_mult)
+        self.optimizer = build_optimizer(
+            self.model, self.cfg.optim, self.cfg.finetune.backbone_lr_mult
+        )
         self.log(f"epoch {epoch + 1}: trainable parts now '{mode}'")
 
     # -- state ---------------------------------------------------------------------------
@@ -265,14 +291,23 @@ class Trainer:
         seen = 0
         step0 = epoch * self.steps_per_epoch
         t0 = time.perf_counter()
-        bar = tqdm(self.train_loader, total=self.steps_per_epoch, leave=False, unit="batch",
-                   desc=f"epoch {epoch + 1}/{cfg.run.epochs}", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            self.train_loader,
+            total=self.steps_per_epoch,
+            leave=False,
+            unit="batch",
+            desc=f"epoch {epoch + 1}/{cfg.run.epochs}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         lr = 0.0
         for i, (x, y) in enumerate(bar):
             step = step0 + i
-            lr = set_lr(self.optimizer, cfg.optim.lr,
-                        lr_factor(step, self.total_steps, cfg.optim.schedule, self.warmup_steps))
+            lr = set_lr(
+                self.optimizer,
+                cfg.optim.lr,
+                lr_factor(step, self.total_steps, cfg.optim.schedule, self.warmup_steps),
+            )
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             target = y
@@ -280,11 +315,14 @@ class Trainer:
                 x, target = mix(x, y)
             with autocast(self.device, self.amp_dtype):
                 out = self.net(x)
-                loss = F.cross_entropy(out.float(), target, label_smoothing=cfg.optim.label_smoothing)
+                loss = F.cross_entropy(
+                    out.float(), target, label_smoothing=cfg.optim.label_smoothing
+                )
             if not torch.isfinite(loss):
                 raise ResNetError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; stopped. The "
-                    f"last good checkpoint is {self.out / 'last.pt'} (try a lower --lr)")
+                    f"last good checkpoint is {self.out / 'last.pt'} (try a lower --lr)"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -306,21 +344,35 @@ class Trainer:
             correct += (out.detach().argmax(1) == y).sum().cpu()
             if self.progress and (i % 10 == 0 or i == self.steps_per_epoch - 1):
                 rate = seen * self.world / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                acc=f"{100 * correct.item() / seen:.2f}%", lr=f"{lr:.4f}",
-                                img_s=f"{rate:.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}",
+                    acc=f"{100 * correct.item() / seen:.2f}%",
+                    lr=f"{lr:.4f}",
+                    img_s=f"{rate:.0f}",
+                )
         bar.close()
         totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64)])
         distributed.all_reduce_sum(totals)
         seconds = time.perf_counter() - t0
-        return {"lr": lr, "train_loss": float(totals[0] / totals[2]),
-                "train_acc": float(totals[1] / totals[2]), "seconds": seconds,
-                "img_s": float(totals[2]) / seconds}
+        return {
+            "lr": lr,
+            "train_loss": float(totals[0] / totals[2]),
+            "train_acc": float(totals[1] / totals[2]),
+            "seconds": seconds,
+            "img_s": float(totals[2]) / seconds,
+        }
 
     def evaluate(self, split: str, model: nn.Module | None = None) -> dict:
-        return evaluate(model or self.eval_model(), self.eval_loaders[split], len(self.data.classes),
-                        self.device, amp_dtype=self.amp_dtype, tta=self.cfg.run.tta,
-                        progress=self.progress, desc=split)
+        return evaluate(
+            model or self.eval_model(),
+            self.eval_loaders[split],
+            len(self.data.classes),
+            self.device,
+            amp_dtype=self.amp_dtype,
+            tta=self.cfg.run.tta,
+            progress=self.progress,
+            desc=split,
+        )
 
     def fit(self) -> dict:
         cfg = self.cfg
@@ -328,13 +380,15 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out / "config.yaml")
             where = "in memory" if self.data.in_memory else "streamed from disk"
-            self.log(f"{cfg.model.name} on {self.data.name}: {len(self.data.train)} training images "
-                     f"({where}), {len(self.data.classes)} classes, "
-                     f"{self.data.in_chans}x{self.data.preprocessing['size'][0]}x"
-                     f"{self.data.preprocessing['size'][1]}; {self.device}, "
-                     f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}"
-                     f"{', ' + str(self.world) + ' processes' if self.world > 1 else ''}; "
-                     f"run folder {self.out}")
+            self.log(
+                f"{cfg.model.name} on {self.data.name}: {len(self.data.train)} training images "
+                f"({where}), {len(self.data.classes)} classes, "
+                f"{self.data.in_chans}x{self.data.preprocessing['size'][0]}x"
+                f"{self.data.preprocessing['size'][1]}; {self.device}, "
+                f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}"
+                f"{', ' + str(self.world) + ' processes' if self.world > 1 else ''}; "
+                f"run folder {self.out}"
+            )
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.run.epochs):
             self._maybe_unfreeze(epoch)
@@ -349,16 +403,25 @@ class Trainer:
                 self.best = max(self.best, m["top1"])
             elif "val" not in self.eval_loaders:
                 improved = True  # no validation split: the latest weights are the best we know
-            self.history.append({k: (float(v) if isinstance(v, float) else v) for k, v in row.items()})
+            self.history.append(
+                {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}
+            )
             self._save(epoch, (epoch + 1) * self.steps_per_epoch, improved)
             if self.main:
                 write_metrics_csv(self.out / "metrics.csv", self.history)
-                plot_curves(self.history, self.out / "curves.png", f"{cfg.model.name} on {self.data.name}")
-                val = (f", val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
-                       if "val_acc" in row else "")
-                self.log(f"epoch {epoch + 1}/{cfg.run.epochs}: train loss {row['train_loss']:.4f} "
-                         f"acc {100 * row['train_acc']:.2f}%{val} "
-                         f"({row['seconds']:.1f}s, {row['img_s']:.0f} img/s)")
+                plot_curves(
+                    self.history, self.out / "curves.png", f"{cfg.model.name} on {self.data.name}"
+                )
+                val = (
+                    f", val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+                    if "val_acc" in row
+                    else ""
+                )
+                self.log(
+                    f"epoch {epoch + 1}/{cfg.run.epochs}: train loss {row['train_loss']:.4f} "
+                    f"acc {100 * row['train_acc']:.2f}%{val} "
+                    f"({row['seconds']:.1f}s, {row['img_s']:.0f} img/s)"
+                )
             if cfg.run.time_limit and self.train_seconds >= cfg.run.time_limit and not last:
                 self.log(f"time limit of {cfg.run.time_limit:.0f}s reached after epoch {epoch + 1}")
                 break
@@ -367,47 +430,70 @@ class Trainer:
     def finish(self, epoch: int) -> dict:
         """Final evaluation with the best weights: summary.json and the confusion matrix."""
         cfg = self.cfg
-        summary = {"model": cfg.model.name, "data": self.data.name, "epochs": epoch + 1,
-                   "classes": self.data.classes, "train_seconds": round(self.train_seconds, 2),
-                   "best_val_acc": self.best if self.best >= 0 else None,
-                   "final_val_acc": self.history[-1].get("val_acc") if self.history else None,
-                   "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
-                   "out": str(self.out)}
+        summary = {
+            "model": cfg.model.name,
+            "data": self.data.name,
+            "epochs": epoch + 1,
+            "classes": self.data.classes,
+            "train_seconds": round(self.train_seconds, 2),
+            "best_val_acc": self.best if self.best >= 0 else None,
+            "final_val_acc": self.history[-1].get("val_acc") if self.history else None,
+            "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
+            "out": str(self.out),
+        }
         best_path = self.out / "best.pt"
         model = self.eval_model()
         distributed.barrier()  # rank 0 has written best.pt; every rank now sees the same files
         if best_path.exists() and "val" in self.eval_loaders:
             state = load_checkpoint(best_path)
-            model = models.ResNet(models.ResNetSpec.from_dict(state["spec"]), **state["model_options"])
+            model = models.ResNet(
+                models.ResNetSpec.from_dict(state["spec"]), **state["model_options"]
+            )
             model.load_state_dict(state["model"])
             fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
             model.to(self.device, memory_format=fmt)
             summary["best_epoch"] = state["epoch"] + 1
-        split = "test" if "test" in self.eval_loaders else "val" if "val" in self.eval_loaders else None
+        split = (
+            "test" if "test" in self.eval_loaders else "val" if "val" in self.eval_loaders else None
+        )
         if split:
             m = self.evaluate(split, model)
-            summary |= {f"{split}_acc": m["top1"], f"{split}_top5": m["top5"],
-                        f"{split}_loss": m["loss"], f"{split}_macro_f1": m["macro_f1"]}
+            summary |= {
+                f"{split}_acc": m["top1"],
+                f"{split}_top5": m["top5"],
+                f"{split}_loss": m["loss"],
+                f"{split}_macro_f1": m["macro_f1"],
+            }
             if self.main:
-                plot_confusion(torch.tensor(m["confusion_matrix"]), self.data.classes,
-                               self.out / "confusion_matrix.png",
-                               f"{cfg.model.name}, {split} split: {100 * m['top1']:.2f}% top-1")
+                plot_confusion(
+                    torch.tensor(m["confusion_matrix"]),
+                    self.data.classes,
+                    self.out / "confusion_matrix.png",
+                    f"{cfg.model.name}, {split} split: {100 * m['top1']:.2f}% top-1",
+                )
                 write_json(self.out / f"{split}_metrics.json", m)
         if self.main:
             write_json(self.out / "summary.json", summary)
             acc = summary.get(f"{split}_acc") if split else None
-            self.log(f"done in {self.train_seconds:.0f}s of training"
-                     + (f": {split} accuracy {100 * acc:.2f}%" if acc is not None else "")
-                     + f"; run folder {self.out}")
+            self.log(
+                f"done in {self.train_seconds:.0f}s of training"
+                + (f": {split} accuracy {100 * acc:.2f}%" if acc is not None else "")
+                + f"; run folder {self.out}"
+            )
         return summary
 
 
-def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
-          epochs: int | None = None, progress: bool = True, log=print) -> dict:
+def train(
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary."""
     trainer = Trainer(cfg, resume=resume, epochs=epochs, progress=progress, log=log)
     try:
         return trainer.fit()
     finally:
         distributed.cleanup() if trainer.distributed else None
-

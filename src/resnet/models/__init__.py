@@ -14,6 +14,14 @@ from .registry import (
 from .resnet import ResNet, ResNetSpec
 
 __all__ = [
-    "ModelEntry", "ResNet", "ResNetSpec", "count_macs", "count_params", "create", "get_entry",
-    "list_models", "model_info", "plain_name",
+    "ModelEntry",
+    "ResNet",
+    "ResNetSpec",
+    "count_macs",
+    "count_params",
+    "create",
+    "get_entry",
+    "list_models",
+    "model_info",
+    "plain_name",
 ]

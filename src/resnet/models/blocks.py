@@ -33,7 +33,9 @@ class _Block(nn.Module):
     ):
         super().__init__()
         if not skip and drop_path > 0:
-            raise ValueError("drop_path_rate needs skip connections: a plain net has no branch to drop")
+            raise ValueError(
+                "drop_path_rate needs skip connections: a plain net has no branch to drop"
+            )
         self.skip = skip
         out = planes * self.expansion
         self.downsample = (
@@ -41,14 +43,26 @@ class _Block(nn.Module):
             if skip
             else None
         )
+        # Option A pads the raw input; a pre-activation block's projection sees the normalised one.
+        self.project_preact = self.preact and isinstance(self.downsample, nn.Sequential)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
 
     def last_layer(self) -> nn.Module:
         raise NotImplementedError
 
+    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """The residual sum (or `out` alone in a plain net)."""
+        if not self.skip:
+            return out
+        if self.downsample is None:
+            identity = x
+        else:
+            identity = self.downsample(pre if self.project_preact else x)
+        return self.drop_path(out) + identity
+
     def zero_init_last(self) -> None:
-        """Zero the branch's last affine layer so each block starts as the identity (Goyal et al. 2017)."""
+        """Zeroes the last affine layer: each block starts as the identity (Goyal et al. 2017)."""
         layer = self.last_layer()
         if getattr(layer, "weight", None) is not None:
             nn.init.zeros_(layer.weight)
@@ -84,9 +98,7 @@ class BasicBlock(_Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.dropout(self.act1(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
-        if self.skip:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + identity
+        out = self._add_shortcut(out, x, x)
         return self.act2(out)
 
 
@@ -120,9 +132,7 @@ class Bottleneck(_Block):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.dropout(self.act2(self.bn2(self.conv2(out))))
         out = self.bn3(self.conv3(out))
-        if self.skip:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + identity
+        out = self._add_shortcut(out, x, x)
         return self.act3(out)
 
 
@@ -145,10 +155,6 @@ class PreActBasicBlock(_Block):
         self.bn2 = norm(planes)
         self.act2 = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
-        # Option A pads the raw input; projections see the pre-activated one.
-        self.project_preact = self.downsample is not None and isinstance(
-            self.downsample, nn.Sequential
-        )
 
     def last_layer(self) -> nn.Module:
         return self.conv2
@@ -157,13 +163,7 @@ class PreActBasicBlock(_Block):
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.act2(self.bn2(out))))
-        if not self.skip:
-            return out
-        if self.downsample is None:
-            identity = x
-        else:
-            identity = self.downsample(pre if self.project_preact else x)
-        return self.drop_path(out) + identity
+        return self._add_shortcut(out, x, pre)
 
 
 class PreActBottleneck(_Block):
@@ -186,9 +186,6 @@ class PreActBottleneck(_Block):
         self.bn3 = norm(width)
         self.act3 = nn.ReLU(inplace=True)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        self.project_preact = self.downsample is not None and isinstance(
-            self.downsample, nn.Sequential
-        )
 
     def last_layer(self) -> nn.Module:
         return self.conv3
@@ -198,13 +195,7 @@ class PreActBottleneck(_Block):
         out = self.conv1(pre)
         out = self.conv2(self.act2(self.bn2(out)))
         out = self.conv3(self.dropout(self.act3(self.bn3(out))))
-        if not self.skip:
-            return out
-        if self.downsample is None:
-            identity = x
-        else:
-            identity = self.downsample(pre if self.project_preact else x)
-        return self.drop_path(out) + identity
+        return self._add_shortcut(out, x, pre)
 
 
 BLOCKS: dict[tuple[str, bool], type[_Block]] = {

@@ -15,7 +15,7 @@ NORMS = ("batch", "group")
 
 
 def group_count(channels: int) -> int:
-    """Groups for GroupNorm: 32 as in Wu & He 2018 where the width allows, at least 2 channels each."""
+    """GroupNorm groups: 32 as in Wu & He 2018 where the width allows, >= 2 channels each."""
     return math.gcd(32, max(1, channels // 2))
 
 
@@ -90,7 +90,7 @@ def make_shortcut(
 
 
 class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drops a sample's residual branch, rescaling the rest."""
+    """Stochastic depth (Huang et al. 2016): drops a sample's residual branch, rescales the rest."""
 
     def __init__(self, p: float):
         super().__init__()

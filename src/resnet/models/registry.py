@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -77,19 +78,26 @@ def create(
     name: str,
     *,
     num_classes: int | None = None,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     skip: bool | None = None,
     shortcut: str | None = None,
+    weights: str | os.PathLike | None = None,
     **options,
 ) -> ResNet:
     """Builds a registered model.
 
     Args:
         name: a registered name (`resnet.list_models()`), case and dashes ignored.
-        num_classes: classifier outputs; defaults to the paper's (1000 ImageNet, 10 CIFAR).
-        in_chans: input channels.
+        num_classes: classifier outputs; defaults to the weights' head, else the paper's (1000
+            ImageNet, 10 CIFAR). A count other than the weights' gets a fresh head.
+        in_chans: input channels; defaults to the weights' (else 3). Other counts than the
+            weights' adapt the first conv (1 channel: the RGB kernels summed).
         skip: False gives the plain twin (the same layers, no shortcuts).
         shortcut: override the shortcut kind ("A", "B", "D").
+        weights: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT", "timm:resnet50.a1_in1k",
+            "fashion-mnist" (shipped), or a .pth/.pt/.safetensors path; see
+            `resnet.models.weights`. The model then carries `pretrained_cfg` (classes,
+            preprocessing, source) and `weights_report` (what was loaded and adapted).
         **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
             block_dropout, head_dropout, norm, grad_checkpointing).
     """
@@ -101,17 +109,40 @@ def create(
         spec = dataclasses.replace(spec, shortcut=shortcut.upper())
     unknown = set(options) - OPTIONS
     if unknown:
-        raise TypeError(f"unknown option(s) for {entry.name}: {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(OPTIONS))}")
+        raise TypeError(
+            f"unknown option(s) for {entry.name}: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(OPTIONS))}"
+        )
+    src = None
+    if weights is not None:  # imported here: building a model without weights needs only torch
+        from .weights import open_weights
+
+        src = open_weights(weights, entry.name)
+        num_classes = src.num_classes if num_classes is None else num_classes
+        in_chans = src.in_chans if in_chans is None else in_chans
+        for key in ("small_input", "norm"):  # structure recorded with our own weights
+            if key in (src.meta.get("model_options") or {}):
+                options.setdefault(key, src.meta["model_options"][key])
     kwargs = dict(entry.defaults)
     kwargs.update(options)
-    model = ResNet(spec, entry.num_classes if num_classes is None else num_classes, in_chans,
-                   **kwargs)
+    model = ResNet(
+        spec,
+        entry.num_classes if num_classes is None else num_classes,
+        3 if in_chans is None else in_chans,
+        **kwargs,
+    )
     model.arch = entry.name
     if spec != entry.spec:
         twin = plain_name(entry.name) if not spec.skip else None
-        same = twin in _REGISTRY and _REGISTRY[twin].spec == dataclasses.replace(spec, shortcut=_REGISTRY[twin].spec.shortcut)
+        same = twin in _REGISTRY and _REGISTRY[twin].spec == dataclasses.replace(
+            spec, shortcut=_REGISTRY[twin].spec.shortcut
+        )
         model.arch = twin if same else f"{entry.name}(custom)"
+    if src is not None:
+        from .weights import load_weights, pretrained_cfg
+
+        model.weights_report = load_weights(model, src)
+        model.pretrained_cfg = pretrained_cfg(src, model.weights_report)
     return model
 
 
@@ -142,7 +173,13 @@ def model_info(name: str) -> dict:
     with torch.device("meta"):
         model = create(name)
     return dict(
-        name=entry.name, family=entry.family, depth=entry.depth, skips=entry.spec.skip,
-        params=count_params(model), macs=count_macs(model, entry.input_size),
-        input_size=entry.input_size, num_classes=entry.num_classes, paper=entry.paper,
+        name=entry.name,
+        family=entry.family,
+        depth=entry.depth,
+        skips=entry.spec.skip,
+        params=count_params(model),
+        macs=count_macs(model, entry.input_size),
+        input_size=entry.input_size,
+        num_classes=entry.num_classes,
+        paper=entry.paper,
     )

@@ -51,7 +51,9 @@ class ResNetSpec:
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {self.stem!r}")
         if self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}")
+            raise ValueError(
+                f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}"
+            )
         if self.stride_on not in ("3x3", "1x1"):
             raise ValueError(f"stride_on must be '3x3' or '1x1', not {self.stride_on!r}")
         if len(self.depths) != len(self.widths) or len(self.depths) not in (3, 4):
@@ -120,20 +122,34 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if num_classes < 0 or in_chans < 1:
-            raise ValueError(f"need num_classes >= 0 and in_chans >= 1 (got {num_classes}, {in_chans})")
-        for name, p in (("drop_path_rate", drop_path_rate), ("block_dropout", block_dropout),
-                        ("head_dropout", head_dropout)):
+            raise ValueError(
+                f"need num_classes >= 0 and in_chans >= 1 (got {num_classes}, {in_chans})"
+            )
+        for name, p in (
+            ("drop_path_rate", drop_path_rate),
+            ("block_dropout", block_dropout),
+            ("head_dropout", head_dropout),
+        ):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
         if small_input and spec.stem == "cifar":
-            raise ValueError("small_input applies to ImageNet stems; the CIFAR stem is already 3x3/1")
+            raise ValueError(
+                "small_input applies to ImageNet stems; the CIFAR stem is already 3x3/1"
+            )
         if zero_init_residual and not spec.skip:
-            raise ValueError("zero_init_residual would zero every block of a plain net: it has no skips")
+            raise ValueError(
+                "zero_init_residual would zero every block of a plain net: it has no skips"
+            )
         self.spec = spec
         self.options = dict(
-            num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-            zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate,
-            block_dropout=block_dropout, head_dropout=head_dropout, norm=norm,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            small_input=small_input,
+            zero_init_residual=zero_init_residual,
+            drop_path_rate=drop_path_rate,
+            block_dropout=block_dropout,
+            head_dropout=head_dropout,
+            norm=norm,
             grad_checkpointing=grad_checkpointing,
         )
         self.grad_checkpointing = grad_checkpointing
@@ -145,14 +161,19 @@ class ResNet(nn.Module):
         stride = 1 if small_input else 2
         if spec.stem == "imagenet":
             self.conv1 = (
-                conv3x3(in_chans, sw) if small_input
+                conv3x3(in_chans, sw)
+                if small_input
                 else nn.Conv2d(in_chans, sw, 7, stride=2, padding=3, bias=False)
             )
         elif spec.stem == "deep":
             half = sw // 2
             self.conv1 = nn.Sequential(
-                conv3x3(in_chans, half, stride), make_norm(half), nn.ReLU(inplace=True),
-                conv3x3(half, half), make_norm(half), nn.ReLU(inplace=True),
+                conv3x3(in_chans, half, stride),
+                make_norm(half),
+                nn.ReLU(inplace=True),
+                conv3x3(half, half),
+                make_norm(half),
+                nn.ReLU(inplace=True),
                 conv3x3(half, sw),
             )
         else:
@@ -178,12 +199,21 @@ class ResNet(nn.Module):
             blocks = []
             for j in range(n):
                 rate = drop_path_rate * index / max(total - 1, 1)
-                blocks.append(block(
-                    inplanes, width, stage_stride if j == 0 else 1, norm=make_norm,
-                    shortcut=spec.shortcut, groups=spec.groups, base_width=spec.base_width,
-                    stride_on_1x1=spec.stride_on == "1x1", drop_path=rate,
-                    drop_rate=block_dropout, skip=spec.skip,
-                ))
+                blocks.append(
+                    block(
+                        inplanes,
+                        width,
+                        stage_stride if j == 0 else 1,
+                        norm=make_norm,
+                        shortcut=spec.shortcut,
+                        groups=spec.groups,
+                        base_width=spec.base_width,
+                        stride_on_1x1=spec.stride_on == "1x1",
+                        drop_path=rate,
+                        drop_rate=block_dropout,
+                        skip=spec.skip,
+                    )
+                )
                 inplanes = width * block.expansion
                 index += 1
             name = f"layer{i + 1}"

@@ -29,12 +29,25 @@ IMAGENET_DEPTHS = {
 }
 
 
-def _add(name: str, spec: ResNetSpec, family: str, paper: str, *, depth: int | None = None,
-         plain_twin: bool = True, **defaults) -> None:
+def _add(
+    name: str,
+    spec: ResNetSpec,
+    family: str,
+    paper: str,
+    *,
+    depth: int | None = None,
+    plain_twin: bool = True,
+    **defaults,
+) -> None:
     imagenet = spec.stem != "cifar"
-    common = dict(family=family, paper=paper, input_size=224 if imagenet else 32,
-                  num_classes=1000 if imagenet else 10, depth=depth or spec.depth,
-                  defaults=tuple(sorted(defaults.items())))
+    common = dict(
+        family=family,
+        paper=paper,
+        input_size=224 if imagenet else 32,
+        num_classes=1000 if imagenet else 10,
+        depth=depth or spec.depth,
+        defaults=tuple(sorted(defaults.items())),
+    )
     register(ModelEntry(name=name, spec=spec, **common))
     if plain_twin:
         twin = dataclasses.replace(spec, skip=False)
@@ -57,35 +70,55 @@ for d in (18, 34, 50, 101, 152):
     block, depths = IMAGENET_DEPTHS[d]
     _add(f"resnet{d}d", _imagenet(block, depths, stem="deep", shortcut="D"), "imagenet", HE2019)
 # ResNeXt: grouped 3x3 in the bottleneck.
-for name, d, groups, width in (("resnext50_32x4d", 50, 32, 4), ("resnext101_32x8d", 101, 32, 8),
-                               ("resnext101_64x4d", 101, 64, 4)):
-    _add(name, _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], groups=groups, base_width=width),
-         "resnext", XIE2017)
+for name, d, groups, width in (
+    ("resnext50_32x4d", 50, 32, 4),
+    ("resnext101_32x8d", 101, 32, 8),
+    ("resnext101_64x4d", 101, 64, 4),
+):
+    _add(
+        name,
+        _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], groups=groups, base_width=width),
+        "resnext",
+        XIE2017,
+    )
 # Wide ImageNet nets: bottlenecks twice as wide inside.
 for d in (50, 101):
-    _add(f"wide_resnet{d}_2", _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], base_width=128),
-         "wide", ZAGORUYKO2016)
+    _add(
+        f"wide_resnet{d}_2",
+        _imagenet("bottleneck", IMAGENET_DEPTHS[d][1], base_width=128),
+        "wide",
+        ZAGORUYKO2016,
+    )
 
 # CIFAR family (paper section 4.2): 6n+2 layers, widths 16/32/64, option-A shortcuts.
 for n in (3, 5, 7, 9, 18, 200):
     spec = ResNetSpec("basic", (n, n, n), CIFAR_WIDTHS, stem="cifar", stem_width=16, shortcut="A")
     _add(f"resnet{6 * n + 2}", spec, "cifar", HE2015)
     # Option B (projection when the shape changes); its plain twin is the option-A one.
-    _add(f"resnet{6 * n + 2}_b", dataclasses.replace(spec, shortcut="B"), "cifar", HE2015,
-         plain_twin=False)
+    _add(
+        f"resnet{6 * n + 2}_b",
+        dataclasses.replace(spec, shortcut="B"),
+        "cifar",
+        HE2015,
+        plain_twin=False,
+    )
 
 # Pre-activation (Identity Mappings, 2016): ImageNet depths and the CIFAR 110/164/1001.
 for d, (block, depths) in IMAGENET_DEPTHS.items():
     if d != 200:
         _add(f"preact_resnet{d}", _imagenet(block, depths, preact=True), "preact", HE2016)
-for name, block, n in (("preact_resnet110", "basic", 18), ("preact_resnet164", "bottleneck", 18),
-                       ("preact_resnet1001", "bottleneck", 111)):
+for name, block, n in (
+    ("preact_resnet110", "basic", 18),
+    ("preact_resnet164", "bottleneck", 18),
+    ("preact_resnet1001", "bottleneck", 111),
+):
     spec = ResNetSpec(block, (n, n, n), CIFAR_WIDTHS, stem="cifar", stem_width=16, preact=True)
     _add(name, spec, "preact", HE2016)
 
 # Wide ResNets WRN-d-k: pre-activation basic blocks, (d-4)/6 per stage, widths 16k/32k/64k.
 for d, k in ((16, 4), (16, 8), (28, 10), (40, 2), (40, 4)):
     n = (d - 4) // 6
-    spec = ResNetSpec("basic", (n, n, n), (16 * k, 32 * k, 64 * k), stem="cifar", stem_width=16,
-                      preact=True)
+    spec = ResNetSpec(
+        "basic", (n, n, n), (16 * k, 32 * k, 64 * k), stem="cifar", stem_width=16, preact=True
+    )
     _add(f"wrn_{d}_{k}", spec, "wrn", ZAGORUYKO2016, depth=d)
