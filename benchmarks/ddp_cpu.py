@@ -21,8 +21,21 @@ from resnet.engine.checkpoint import atomic_write_text, load_checkpoint
 
 def run(nproc: int, threads: int, subset: int) -> float:
     out = Path(tempfile.mkdtemp()) / "run"
-    cmd = [sys.executable, "-m", "resnet", "train", "--subset", str(subset), "--epochs", "1",
-           "--val-split", "0.02", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnet",
+        "train",
+        "--subset",
+        str(subset),
+        "--epochs",
+        "1",
+        "--val-split",
+        "0.02",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -34,9 +47,15 @@ def main() -> None:
     subset = 16384
     one = run(1, 2, subset)
     two = run(2, 1, subset)
-    res = {"one_process_img_s": round(one, 1), "two_processes_img_s": round(two, 1),
-           "ratio": round(two / one, 3), "cores": os.cpu_count(), "subset": subset,
-           "date": date.today().isoformat(), "command": "python benchmarks/ddp_cpu.py"}
+    res = {
+        "one_process_img_s": round(one, 1),
+        "two_processes_img_s": round(two, 1),
+        "ratio": round(two / one, 3),
+        "cores": os.cpu_count(),
+        "subset": subset,
+        "date": date.today().isoformat(),
+        "command": "python benchmarks/ddp_cpu.py",
+    }
     atomic_write_text("benchmarks/results/ddp_cpu.json", json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 

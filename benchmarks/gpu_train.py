@@ -47,11 +47,19 @@ def reference_img_s(batch: int, steps: int, warmup: int, bf16: bool) -> float:
 
 
 def ours_img_s(batch: int, steps: int, warmup: int, compile: bool) -> float:
-    cfg = TrainConfig().updated({
-        "model": {"name": "resnet50"},
-        "data": {"source": "synthetic", "batch_size": batch, "subset": batch * 8, "augment": "none"},
-        "optim": {"label_smoothing": 0.0},
-        "run": {"epochs": 1, "out": tempfile.mkdtemp(), "device": "cuda", "compile": compile}})
+    cfg = TrainConfig().updated(
+        {
+            "model": {"name": "resnet50"},
+            "data": {
+                "source": "synthetic",
+                "batch_size": batch,
+                "subset": batch * 8,
+                "augment": "none",
+            },
+            "optim": {"label_smoothing": 0.0},
+            "run": {"epochs": 1, "out": tempfile.mkdtemp(), "device": "cuda", "compile": compile},
+        }
+    )
     tr = Trainer(cfg, progress=False, log=lambda *a: None)
     tr._train_mode()
     loader = tr.train_loader
@@ -85,11 +93,14 @@ def ours_img_s(batch: int, steps: int, warmup: int, compile: bool) -> float:
 
 def time_to_accuracy(target: float, epochs: int) -> dict:
     out = tempfile.mkdtemp()
-    cfg = TrainConfig().updated({
-        "model": {"name": "resnet20"},
-        "data": {"batch_size": 256},
-        "optim": {"lr": 0.2, "label_smoothing": 0.1},
-        "run": {"epochs": epochs, "out": out, "device": "cuda", "tta": True}})
+    cfg = TrainConfig().updated(
+        {
+            "model": {"name": "resnet20"},
+            "data": {"batch_size": 256},
+            "optim": {"lr": 0.2, "label_smoothing": 0.1},
+            "run": {"epochs": epochs, "out": out, "device": "cuda", "tta": True},
+        }
+    )
     t0 = time.perf_counter()
     tr = Trainer(cfg, progress=False, log=print)
     reached = None
@@ -99,8 +110,13 @@ def time_to_accuracy(target: float, epochs: int) -> dict:
         if reached is None and acc >= target:
             reached = time.perf_counter() - t0
             print(f"reached {100 * target:.1f}% test accuracy after epoch {epoch + 1}")
-    return {"target": target, "seconds_to_target": reached, "final_test_acc": acc,
-            "epochs": epochs, "total_seconds": time.perf_counter() - t0}
+    return {
+        "target": target,
+        "seconds_to_target": reached,
+        "final_test_acc": acc,
+        "epochs": epochs,
+        "total_seconds": time.perf_counter() - t0,
+    }
 
 
 def main() -> None:
@@ -112,9 +128,13 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "no GPU"
-    res = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "date": date.today().isoformat(), "batch": args.batch,
-           "command": "bash benchmarks/gpu.sh"}
+    res = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "batch": args.batch,
+        "command": "bash benchmarks/gpu.sh",
+    }
     res["reference_fp32_img_s"] = reference_img_s(args.batch, args.steps, args.warmup, False)
     res["reference_bf16_cl_img_s"] = reference_img_s(args.batch, args.steps, args.warmup, True)
     res["ours_img_s"] = ours_img_s(args.batch, args.steps, args.warmup, False)

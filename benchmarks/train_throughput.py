@@ -5,7 +5,8 @@ DataLoader, fp32, NCHW, the same model (resnet20, 1 input channel, 10 classes) a
 batch size. Ours is `resnet.engine.Trainer` on its defaults (in-memory tensors, batch
 augmentation, bf16 autocast where the CPU has it, channels_last).
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 150] [--demo-summary runs/demo/summary.json]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 150] \
+        [--demo-summary runs/demo/summary.json]
 """
 
 from __future__ import annotations
@@ -45,14 +46,23 @@ def baseline_img_s(steps: int, batch: int, warmup: int) -> float:
     from torchvision import datasets, transforms
 
     root = unpack_for_torchvision(Path(tempfile.mkdtemp()))
-    tf = transforms.Compose([transforms.RandomCrop(28, padding=3), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(28, padding=3),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.2860,), (0.3530,)),
+        ]
+    )
     ds = datasets.FashionMNIST(str(root), train=True, transform=tf, download=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=2,
-                                         drop_last=True, persistent_workers=True)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
+    )
     torch.manual_seed(0)
     model = resnet.create("resnet20", in_chans=1, num_classes=10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     model.train()
     seen, t0 = 0, None
     for i, (x, y) in enumerate(loader):
@@ -70,8 +80,9 @@ def baseline_img_s(steps: int, batch: int, warmup: int) -> float:
 
 
 def ours_img_s(steps: int, batch: int, warmup: int) -> float:
-    cfg = TrainConfig().updated({"data": {"batch_size": batch},
-                                 "run": {"out": tempfile.mkdtemp(), "epochs": 1}})
+    cfg = TrainConfig().updated(
+        {"data": {"batch_size": batch}, "run": {"out": tempfile.mkdtemp(), "epochs": 1}}
+    )
     tr = Trainer(cfg, progress=False, log=lambda *a: None)
     tr.steps_per_epoch = warmup + steps  # the loop stops after this many batches
     tr._train_mode()
@@ -116,18 +127,26 @@ def main() -> None:
     ours = ours_img_s(args.steps, args.batch, args.warmup)
     print(f"ours (in-memory, batch augmentation, bf16 autocast, channels_last): {ours:.0f} img/s")
     print(f"ratio: {ours / base:.2f}x")
-    result = {"ours_img_s": round(ours, 1), "baseline_img_s": round(base, 1),
-              "ratio": round(ours / base, 3), "batch_size": args.batch, "steps": args.steps,
-              "threads": torch.get_num_threads(),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}",
-              "date": date.today().isoformat(),
-              "command": "make demo; .venv/bin/python benchmarks/train_throughput.py"}
+    result = {
+        "ours_img_s": round(ours, 1),
+        "baseline_img_s": round(base, 1),
+        "ratio": round(ours / base, 3),
+        "batch_size": args.batch,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "date": date.today().isoformat(),
+        "command": "make demo; .venv/bin/python benchmarks/train_throughput.py",
+    }
     summary = Path(args.demo_summary)
     if summary.exists():
         s = json.loads(summary.read_text())
-        result |= {"demo_test_acc": s.get("test_acc"), "demo_seconds": s.get("train_seconds"),
-                   "demo_epochs": s.get("epochs")}
+        result |= {
+            "demo_test_acc": s.get("test_acc"),
+            "demo_seconds": s.get("train_seconds"),
+            "demo_epochs": s.get("epochs"),
+        }
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

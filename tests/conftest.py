@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 
-def write_digits_folder(root: Path, per_class: int = 30, size: int = 16, classes: int = 10,
-                        layout: str = "split") -> Path:
+def write_digits_folder(
+    root: Path, per_class: int = 30, size: int = 16, classes: int = 10, layout: str = "split"
+) -> Path:
     """scikit-learn's real 8x8 handwritten digits as grey PNGs in ImageFolder layout.
 
     layout "split": train/ and val/ sub-folders (4 of 5 images to train); "flat": class folders.
@@ -23,7 +24,8 @@ def write_digits_folder(root: Path, per_class: int = 30, size: int = 16, classes
         idx = rng.permutation(np.flatnonzero(d.target == c))[:per_class]
         for j, i in enumerate(idx):
             img = Image.fromarray((d.images[i] * (255 / 16)).astype(np.uint8)).resize(
-                (size, size), Image.BILINEAR)
+                (size, size), Image.BILINEAR
+            )
             split = "" if layout == "flat" else ("val" if j % 5 == 0 else "train")
             folder = root / split / f"digit{c}"
             folder.mkdir(parents=True, exist_ok=True)

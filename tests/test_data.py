@@ -24,7 +24,7 @@ def test_every_image_mode_loads_with_its_range(tmp_path):
     rgba = np.dstack([grey, grey, grey, np.full_like(grey, 7)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
-    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 1)
+    deep = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 1
     Image.fromarray(deep).save(tmp_path / "deep16.png")
     Image.fromarray(deep).save(tmp_path / "deep16.tif")
 
@@ -37,7 +37,9 @@ def test_every_image_mode_loads_with_its_range(tmp_path):
     for name in ("deep16.png", "deep16.tif"):
         d = load_image(tmp_path / name, 1)
         # 16-bit keeps its full range: neighbouring values 1024 apart stay distinct.
-        assert torch.allclose(d[0], torch.from_numpy(deep.astype(np.float32) / 65535), atol=1e-6), name
+        assert torch.allclose(d[0], torch.from_numpy(deep.astype(np.float32) / 65535), atol=1e-6), (
+            name
+        )
     assert load_image(tmp_path / "grey.png", 3).shape == (3, 8, 8)  # grey into an RGB model
     assert load_image(tmp_path / "rgb.jpg", 1).shape == (1, 8, 8)
 
@@ -119,15 +121,18 @@ def _cli(*args):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "/no/such/folder"], "data not found"),
-    (["train", "--epochs", "0"], "epochs must be at least 1"),
-    (["train", "--batch-size", "0"], "batch size must be at least 1"),
-    (["train", "--model", "resnet21"], "did you mean"),
-    (["train", "--opt", "nonsense"], "KEY=VALUE"),
-    (["val", "/no/such/run"], "checkpoint not found"),
-    (["predict", "/no/such.pt", "x.png"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "/no/such/folder"], "data not found"),
+        (["train", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--batch-size", "0"], "batch size must be at least 1"),
+        (["train", "--model", "resnet21"], "did you mean"),
+        (["train", "--opt", "nonsense"], "KEY=VALUE"),
+        (["val", "/no/such/run"], "checkpoint not found"),
+        (["predict", "/no/such.pt", "x.png"], "not found"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_nonzero(args, message):
     r = _cli(*args)
     assert r.returncode == 2, (r.returncode, r.stderr)
@@ -172,7 +177,11 @@ def test_bad_checkpoints_are_refused(tmp_path):
 def test_batch_augment_shifts_flips_and_shards_exactly():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     aug = BatchAugment("paper", 8, flip=True)  # pad 1
-    p = {"dy": torch.tensor([1, 0]), "dx": torch.tensor([1, 2]), "flip": torch.tensor([False, True])}
+    p = {
+        "dy": torch.tensor([1, 0]),
+        "dx": torch.tensor([1, 2]),
+        "flip": torch.tensor([False, True]),
+    }
     y = aug.apply(x, p)
     assert torch.equal(y[0], x[0])  # offset (1, 1) of a 1-px pad: no shift
     shifted = torch.zeros(4, 4)
@@ -181,8 +190,12 @@ def test_batch_augment_shifts_flips_and_shards_exactly():
 
     images, labels = torch.randn(64, 1, 8, 8), torch.arange(64)
     one = TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=5)
-    two = [TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=5,
-                        rank=r, world_size=2) for r in range(2)]
+    two = [
+        TensorLoader(
+            images, labels, batch_size=16, shuffle=True, augment=aug, seed=5, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
     for (xa, ya), (x0, y0), (x1, y1) in zip(one, *two, strict=True):
         assert torch.equal(torch.cat([x0, x1]), xa) and torch.equal(torch.cat([y0, y1]), ya)
     one.set_epoch(1)

@@ -1,4 +1,4 @@
-"""Every registered model: exact sizes against the papers, torchvision parity, the model contract."""
+"""Every registered model: exact sizes from the papers, torchvision parity, the model contract."""
 
 import math
 
@@ -11,23 +11,55 @@ from resnet.models import count_params, get_entry, model_info, plain_name
 
 # ../shared/ANCHORS.md: torchvision weights meta and He et al. 2015 Table 6 (10 classes, option A).
 EXACT_PARAMS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnext50_32x4d": 25_028_904,
-    "wide_resnet50_2": 68_883_240, "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
-    "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "wide_resnet50_2": 68_883_240,
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "resnet1202": 19_421_274,
 }
 # Papers' rounded figures (Identity Mappings 2016; Wide ResNets 2016): within 2 %.
 ROUNDED_PARAMS = {
-    "preact_resnet164": 1.7e6, "preact_resnet1001": 10.2e6, "wrn_28_10": 36.5e6, "wrn_40_4": 8.9e6,
+    "preact_resnet164": 1.7e6,
+    "preact_resnet1001": 10.2e6,
+    "wrn_28_10": 36.5e6,
+    "wrn_40_4": 8.9e6,
 }
 # ANCHORS.md compute: multiply-accumulates per image at the family's native size.
-MACS = {"resnet18": 1.8e9, "resnet34": 3.6e9, "resnet50": 4.1e9, "resnet101": 7.8e9,
-        "resnet152": 11.5e9, "resnet20": 41e6, "resnet56": 125e6, "resnet110": 253e6}
-TV_KEYS = {"resnet18": (122, 62), "resnet34": (218, 110), "resnet50": (320, 161),
-           "resnet101": (626, 314), "resnet152": (932, 467)}
+MACS = {
+    "resnet18": 1.8e9,
+    "resnet34": 3.6e9,
+    "resnet50": 4.1e9,
+    "resnet101": 7.8e9,
+    "resnet152": 11.5e9,
+    "resnet20": 41e6,
+    "resnet56": 125e6,
+    "resnet110": 253e6,
+}
+TV_KEYS = {
+    "resnet18": (122, 62),
+    "resnet34": (218, 110),
+    "resnet50": (320, 161),
+    "resnet101": (626, 314),
+    "resnet152": (932, 467),
+}
 VERY_DEEP = {n for n in resnet.list_models() if get_entry(n).depth > 300}
-TORCHVISION_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                     "resnext50_32x4d", "wide_resnet50_2"]
+TORCHVISION_NAMES = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+]
 
 
 @pytest.mark.parametrize("name", sorted(EXACT_PARAMS))
@@ -49,9 +81,17 @@ def test_macs_match_published(name):
 
 
 def test_depth_column_counts_weighted_layers():
-    assert [get_entry(n).depth for n in ("resnet18", "resnet50", "resnet1202", "preact_resnet164",
-                                          "preact_resnet1001", "wrn_28_10")] == [18, 50, 1202, 164,
-                                                                                  1001, 28]
+    assert [
+        get_entry(n).depth
+        for n in (
+            "resnet18",
+            "resnet50",
+            "resnet1202",
+            "preact_resnet164",
+            "preact_resnet1001",
+            "wrn_28_10",
+        )
+    ] == [18, 50, 1202, 164, 1001, 28]
 
 
 @pytest.mark.parametrize("name", TORCHVISION_NAMES)
@@ -85,7 +125,9 @@ def test_model_contract(name):
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
     out.square().sum().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
 
     model.eval()
@@ -115,7 +157,9 @@ def test_very_deep_nets_forward_backward_on_cpu(name):
 
 def _projection_params(model) -> int:
     return sum(
-        count_params(m.downsample) for m in model.modules() if getattr(m, "downsample", None) is not None
+        count_params(m.downsample)
+        for m in model.modules()
+        if getattr(m, "downsample", None) is not None
     )
 
 
@@ -150,8 +194,9 @@ def test_create_options_and_surface():
 def test_group_norm_option():
     m = resnet.create("resnet20", norm="group")
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
-    assert all(x.num_channels % x.num_groups == 0 for x in m.modules()
-               if isinstance(x, torch.nn.GroupNorm))
+    assert all(
+        x.num_channels % x.num_groups == 0 for x in m.modules() if isinstance(x, torch.nn.GroupNorm)
+    )
     m.eval()
     a = m(torch.randn(1, 3, 32, 32))
     assert a.shape == (1, 10)

@@ -198,3 +198,15 @@ def test_fine_tuning_from_a_weights_file_keeps_frozen_parts(digits_folder, tmp_p
     assert torch.equal(w["layer3.1.conv2.weight"], tv.layer3[1].conv2.weight)
     assert torch.equal(w["layer4.0.bn1.running_mean"], tv.layer4[0].bn1.running_mean)
     assert w["fc.weight"].shape == (10, 512)
+
+
+def test_shipped_recipes_load_and_resolve():
+    from resnet.engine.recipes import list_recipes, load_recipe
+    from resnet.models import get_entry
+
+    names = list_recipes()
+    assert {"paper", "speedrun", "best"} <= set(names)
+    for name in names:
+        cfg = load_recipe(name)
+        get_entry(cfg.model.name)  # every recipe names a registered model
+        assert cfg.run.epochs >= 1

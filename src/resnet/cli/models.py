@@ -9,7 +9,9 @@ from ..models import list_models, model_info
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("models", help="list the registered models (name, depth, params, MACs, paper)")
+    p = sub.add_parser(
+        "models", help="list the registered models (name, depth, params, MACs, paper)"
+    )
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*' or plain")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
@@ -28,7 +30,10 @@ def run(args) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'name':<24} {'family':<9} {'depth':>5} {'skips':>5} {'params':>13} {'MACs':>9} {'input':>5}  paper"
+    head = (
+        f"{'name':<24} {'family':<9} {'depth':>5} {'skips':>5} {'params':>13} {'MACs':>9} "
+        f"{'input':>5}  paper"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         macs = f"{r['macs'] / 1e9:.2f}G" if r["macs"] >= 1e9 else f"{r['macs'] / 1e6:.1f}M"

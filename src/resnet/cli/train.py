@@ -10,51 +10,91 @@ from ..errors import ResNetError
 # flag -> (section, key). Only flags given on the command line override the config.
 FLAG_MAP = {
     "model": ("model", "name"),
-    "data": ("data", "source"), "val_split": ("data", "val_split"), "subset": ("data", "subset"),
-    "augment": ("data", "augment"), "flip": ("data", "flip"), "batch_size": ("data", "batch_size"),
-    "workers": ("data", "workers"), "in_memory": ("data", "in_memory"),
-    "image_size": ("data", "image_size"), "bad_images": ("data", "bad_images"),
-    "optimizer": ("optim", "optimizer"), "lr": ("optim", "lr"), "momentum": ("optim", "momentum"),
-    "nesterov": ("optim", "nesterov"), "wd": ("optim", "weight_decay"),
-    "schedule": ("optim", "schedule"), "warmup": ("optim", "warmup_epochs"),
-    "label_smoothing": ("optim", "label_smoothing"), "clip_grad": ("optim", "clip_grad"),
+    "data": ("data", "source"),
+    "val_split": ("data", "val_split"),
+    "subset": ("data", "subset"),
+    "augment": ("data", "augment"),
+    "flip": ("data", "flip"),
+    "batch_size": ("data", "batch_size"),
+    "workers": ("data", "workers"),
+    "in_memory": ("data", "in_memory"),
+    "image_size": ("data", "image_size"),
+    "bad_images": ("data", "bad_images"),
+    "optimizer": ("optim", "optimizer"),
+    "lr": ("optim", "lr"),
+    "momentum": ("optim", "momentum"),
+    "nesterov": ("optim", "nesterov"),
+    "wd": ("optim", "weight_decay"),
+    "schedule": ("optim", "schedule"),
+    "warmup": ("optim", "warmup_epochs"),
+    "label_smoothing": ("optim", "label_smoothing"),
+    "clip_grad": ("optim", "clip_grad"),
     "ema": ("optim", "ema_decay"),
-    "weights": ("finetune", "weights"), "freeze": ("finetune", "freeze"),
-    "backbone_lr_mult": ("finetune", "backbone_lr_mult"), "bn_eval": ("finetune", "bn_eval"),
-    "epochs": ("run", "epochs"), "seed": ("run", "seed"), "precision": ("run", "precision"),
-    "device": ("run", "device"), "channels_last": ("run", "channels_last"),
-    "compile": ("run", "compile"), "out": ("run", "out"), "tta": ("run", "tta"),
-    "sync_bn": ("run", "sync_bn"), "time_limit": ("run", "time_limit"),
+    "weights": ("finetune", "weights"),
+    "freeze": ("finetune", "freeze"),
+    "backbone_lr_mult": ("finetune", "backbone_lr_mult"),
+    "bn_eval": ("finetune", "bn_eval"),
+    "epochs": ("run", "epochs"),
+    "seed": ("run", "seed"),
+    "precision": ("run", "precision"),
+    "device": ("run", "device"),
+    "channels_last": ("run", "channels_last"),
+    "compile": ("run", "compile"),
+    "out": ("run", "out"),
+    "tta": ("run", "tta"),
+    "sync_bn": ("run", "sync_bn"),
+    "time_limit": ("run", "time_limit"),
 }
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train or fine-tune a model (default: resnet20 on Fashion-MNIST)",
+        "train",
+        help="train or fine-tune a model (default: resnet20 on Fashion-MNIST)",
         description="Train a ResNet. With no arguments: the default model on Fashion-MNIST.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,
+    )
     S = argparse.SUPPRESS
     g = p.add_argument_group("what")
     g.add_argument("--config", help="YAML config (sections model/data/optim/finetune/run)")
-    g.add_argument("--recipe", help="a named recipe shipped with resnet (see `resnet train --recipes`)")
+    g.add_argument(
+        "--recipe", help="a named recipe shipped with resnet (see `resnet train --recipes`)"
+    )
     g.add_argument("--recipes", action="store_true", default=S, help="list the recipes and exit")
     g.add_argument("--model", help="registered model name (`resnet models`)")
-    g.add_argument("--opt", action="append", metavar="KEY=VALUE", default=None,
-                   help="model option, e.g. --opt drop_path_rate=0.1 --opt norm=group")
+    g.add_argument(
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        default=None,
+        help="model option, e.g. --opt drop_path_rate=0.1 --opt norm=group",
+    )
     g.add_argument("--data", help="fashion-mnist, an image folder, or a CSV of path,label")
-    g.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
-                   help="what to train")
+    g.add_argument(
+        "--task",
+        default="classify",
+        choices=["classify", "detect", "segment"],
+        help="what to train",
+    )
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
     d.add_argument("--augment", choices=["none", "paper", "strong"])
-    d.add_argument("--no-flip", dest="flip", action="store_false", default=S,
-                   help="no horizontal flips (laterality-sensitive images)")
+    d.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        default=S,
+        help="no horizontal flips (laterality-sensitive images)",
+    )
     d.add_argument("--batch-size", type=int, help="global batch size")
     d.add_argument("--workers", type=int, help="DataLoader workers for streamed data")
     d.add_argument("--in-memory", choices=["auto", "yes", "no"])
     d.add_argument("--image-size", type=int, help="input side in pixels")
-    d.add_argument("--bad-images", choices=["skip", "error"], help="unreadable images: skip or stop")
+    d.add_argument(
+        "--bad-images", choices=["skip", "error"], help="unreadable images: skip or stop"
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--optimizer", choices=["sgd", "adamw"])
     o.add_argument("--lr", type=float, help="peak learning rate")
@@ -102,8 +142,11 @@ def config_from_args(args):
     if args.recipe:
         cfg = load_recipe(args.recipe)
     if args.config:
-        cfg = TrainConfig.load(args.config) if not args.recipe else cfg.updated(
-            TrainConfig.load(args.config).to_dict())
+        cfg = (
+            TrainConfig.load(args.config)
+            if not args.recipe
+            else cfg.updated(TrainConfig.load(args.config).to_dict())
+        )
     overrides: dict = {}
     for flag, (section, key) in FLAG_MAP.items():
         value = getattr(args, flag, None)

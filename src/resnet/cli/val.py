@@ -10,13 +10,19 @@ def add_parser(sub) -> None:
     p = sub.add_parser("val", help="evaluate a checkpoint on a data split")
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--data", help="data source (default: the one it was trained on)")
-    p.add_argument("--split", default=None, choices=["train", "val", "test"],
-                   help="default: test when the data has one, else val")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["train", "val", "test"],
+        help="default: test when the data has one, else val",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--out", help="folder for metrics.json and confusion_matrix.png "
-                                 "(default: <run folder>/val-<split>)")
+    p.add_argument(
+        "--out",
+        help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=run)
 
@@ -24,19 +30,28 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..engine.validate import validate
 
-    metrics = validate(args.checkpoint, data=args.data, split=args.split,
-                       batch_size=args.batch_size, workers=args.workers, tta=args.tta,
-                       out=Path(args.out) if args.out else None)
+    metrics = validate(
+        args.checkpoint,
+        data=args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        tta=args.tta,
+        out=Path(args.out) if args.out else None,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    print(f"{metrics['split']} split of {metrics['data']}: {metrics['samples']} images, "
-          f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, "
-          f"loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    print(
+        f"{metrics['split']} split of {metrics['data']}: {metrics['samples']} images, "
+        f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, "
+        f"loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+    )
     width = max(len(c) for c in metrics["classes"])
     print(f"{'class':<{width}}  precision  recall     F1")
-    for c, p, r, f in zip(metrics["classes"], metrics["precision"], metrics["recall"],
-                          metrics["f1"], strict=True):
+    for c, p, r, f in zip(
+        metrics["classes"], metrics["precision"], metrics["recall"], metrics["f1"], strict=True
+    ):
         print(f"{c:<{width}}  {p:9.4f}  {r:6.4f} {f:6.4f}")
     print(f"wrote {metrics['out']}/metrics.json and confusion_matrix.png")
     return 0
