@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = dict(
         date=datetime.date.today().isoformat(), machine=platform.machine(),
-        cpus=torch.get_num_threads(), torch=torch.__version__, command=" ".join(sys.argv),
+        torch_threads=torch.get_num_threads(), torch=torch.__version__, command=" ".join(sys.argv),
         budget=dict(steps=args.steps, batch_size=args.batch_size, size=args.size,
                     train_images=args.steps * args.batch_size, val_images=args.num_val),
         runs=[],

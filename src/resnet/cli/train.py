@@ -179,7 +179,8 @@ def run(args) -> int:
 
         cfg = config_from_args(args)
         summary = tasks.train_task(args.task, cfg.to_dict())
-        print(f"summary: {summary}")
+        shown = {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
+        print("summary: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         return 0
     from ..engine.trainer import train
 

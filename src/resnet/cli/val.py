@@ -28,6 +28,20 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..tasks import checkpoint_task
+
+    if checkpoint_task(args.checkpoint) != "classify":
+        from ..tasks import evaluate_task
+
+        metrics = evaluate_task(args.checkpoint, args.data, batch_size=min(args.batch_size, 32),
+                                out_dir=Path(args.out) if args.out else None)
+        if args.json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            shown = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in shown.items()))
+        return 0
     from ..engine.validate import validate
 
     metrics = validate(

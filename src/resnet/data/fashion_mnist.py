@@ -32,6 +32,13 @@ FILES = {
 MEAN, STD = (0.2860,), (0.3530,)
 
 
+NOT_FOUND = (
+    "Fashion-MNIST not found. Install Debian's package (apt-get install dataset-fashion-mnist "
+    f"-> {DEBIAN_DIR}), or set RESNET_DATA to a folder holding the four *-ubyte.gz files, or "
+    "run once online so torchvision can download it"
+)
+
+
 def _candidates() -> list[Path]:
     dirs = []
     if os.environ.get("RESNET_DATA"):
@@ -60,12 +67,7 @@ def _download(dirs: list[Path]) -> None:
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
     except Exception as e:  # offline, proxy, disk full: all the same to the user
-        raise ResNetError(
-            "Fashion-MNIST not found. Install Debian's package (apt-get install "
-            f"dataset-fashion-mnist -> {DEBIAN_DIR}), or set RESNET_DATA to a folder holding "
-            "the four *-ubyte.gz files, or run once online so torchvision can download it "
-            f"({type(e).__name__})"
-        ) from None
+        raise ResNetError(f"{NOT_FOUND} ({type(e).__name__})") from None
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -100,7 +102,7 @@ def load_fashion_mnist(
             _download(dirs)
         paths = [_find(stem, dirs) for stem in FILES[split]]
         if None in paths:
-            raise ResNetError("Fashion-MNIST files missing after download")
+            raise ResNetError(NOT_FOUND)
     images = torch.from_numpy(read_idx(paths[0]).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(paths[1]).astype(np.int64))
     if len(images) != len(labels):
