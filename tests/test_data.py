@@ -168,7 +168,7 @@ def test_bad_checkpoints_are_refused(tmp_path):
     assert r.returncode == 2 and "refusing" in r.stderr and "pwned" not in r.stdout
 
     state = torch.load(tmp_path / "good.pt", weights_only=True)
-    state["spec"]["widths"] = [8, 16, 32]  # another model's architecture
+    state["spec"]["widths"] = [32, 64, 128]  # another architecture than the weights
     torch.save(state, tmp_path / "other.pt")
     r = _cli("val", str(tmp_path / "other.pt"))
     assert r.returncode == 2 and "do not fit" in r.stderr, r.stderr
@@ -210,3 +210,53 @@ def test_stratified_helpers():
     assert sorted(tr + va) == list(range(100)) and [labels[i] for i in va].count(1) == 3
     sub = stratified_subset(labels, 10)
     assert len(sub) == 10 and {labels[i] for i in sub} == {0, 1, 2}
+
+
+def test_val_resolves_the_runs_own_splits(tmp_path):
+    from resnet.engine.config import TrainConfig
+    from resnet.engine.trainer import train
+
+    root = _folder(tmp_path / "tr", {"a": 10, "b": 10})
+    (tmp_path / "tronly").mkdir()
+    root.rename(tmp_path / "tronly" / "train")  # train/ only: val is carved with val_split
+    cfg = TrainConfig.from_dict({"data": {"source": str(tmp_path / "tronly"), "batch_size": 8,
+                                          "val_split": 0.2}, "run": {"epochs": 1,
+                                                                     "out": str(tmp_path / "run")}})
+    train(cfg, progress=False, log=lambda *a: None)
+    import json
+
+    r = _cli("val", str(tmp_path / "run"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["samples"] == 4  # the held-out 20 %, not the training images
+    r = _cli("val", str(tmp_path / "run"), "--split", "test")
+    assert r.returncode == 2 and "no test split" in r.stderr
+    other = _folder(tmp_path / "other", {"a": 3, "b": 3})
+    r = _cli("val", str(tmp_path / "run"), "--data", str(other), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["samples"] == 6 and json.loads(r.stdout)["split"] == "all"
+
+
+def test_more_bad_input(tmp_path):
+    root = _folder(tmp_path / "imgs", {"a": 2})
+    (root / "x.csv").write_text("path,label\na/0.png,a,extra\n")
+    with pytest.raises(ResNetError, match="expected 2 fields"):
+        scan(root / "x.csv")
+    r = _cli("train", "--device", "gpu", "--data", str(root))
+    assert r.returncode == 2 and "unknown device" in r.stderr
+    r = _cli("train", "--resume", str(tmp_path), "--lr", "0.1")
+    assert r.returncode == 2 and "only" in r.stderr
+
+
+def test_recipe_and_config_file_merge(tmp_path):
+    import argparse
+
+    from resnet.cli import build_parser
+    from resnet.cli.train import config_from_args
+
+    (tmp_path / "c.yaml").write_text("run: {epochs: 5}\noptim: {lr: 1e-3}\n")
+    args = build_parser().parse_args(["train", "--recipe", "best", "--config",
+                                      str(tmp_path / "c.yaml"), "--seed", "4"])
+    assert isinstance(args, argparse.Namespace)
+    cfg = config_from_args(args)
+    assert cfg.model.name == "wrn_16_4" and cfg.data.augment == "strong"  # kept from the recipe
+    assert cfg.run.epochs == 5 and cfg.optim.lr == 0.001 and cfg.run.seed == 4

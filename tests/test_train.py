@@ -72,8 +72,8 @@ def test_training_on_real_digits_learns(digits_folder, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist not installed")
 def test_fashion_mnist_subset_run_beats_chance(tmp_path):
-    cfg = small_config("fashion-mnist", tmp_path / "fm", epochs=2)
-    cfg = cfg.updated({"data": {"subset": 600, "batch_size": 64}})
+    cfg = small_config("fashion-mnist", tmp_path / "fm", epochs=3, eval_every=3)
+    cfg = cfg.updated({"data": {"subset": 600}})
     summary = train(cfg, progress=False, log=lambda *a: None)
     assert summary["test_acc"] > 0.5, summary  # chance: 10 %
     assert (

@@ -10,9 +10,12 @@ from ..errors import ResNetError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a checkpoint or shipped weights")
-    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE|FOLDER",
-                   help="a checkpoint (or run folder) then images or folders; with --weights "
-                        "only images")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CHECKPOINT IMAGE|FOLDER",
+        help="a checkpoint (or run folder) then images or folders; with --weights only images",
+    )
     p.add_argument("--weights", help="shipped weights instead of a checkpoint, e.g. fashion-mnist")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -20,10 +23,16 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"),
-                   help="torch or onnxruntime (default: the file's own; .onnx runs in onnxruntime)")
-    p.add_argument("--cam", action="store_true",
-                   help="save Grad-CAM overlays (PNG) next to predictions.json in --out")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        help="torch or onnxruntime (default: the file's own; .onnx runs in onnxruntime)",
+    )
+    p.add_argument(
+        "--cam",
+        action="store_true",
+        help="save Grad-CAM overlays (PNG) next to predictions.json in --out",
+    )
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage)")
     p.set_defaults(run=run)
 
@@ -32,10 +41,15 @@ def load_classifier(args):
     from ..engine.inference import TorchClassifier
 
     if args.weights:
-        from ..models.weights import load_pretrained_classifier
+        from ..models.weights import model_from_weights
 
-        model, classes, pre = load_pretrained_classifier(args.weights)
-        return TorchClassifier(model, classes, pre, args.device), args.inputs
+        model = model_from_weights(args.weights)
+        cfg = model.pretrained_cfg
+        if not cfg.get("classes") or not cfg.get("preprocessing"):
+            raise ResNetError(f"{args.weights} carries no class names or preprocessing")
+        return TorchClassifier(
+            model, cfg["classes"], cfg["preprocessing"], args.device
+        ), args.inputs
     if len(args.inputs) < 2:
         raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
     from ..export import detect_format
@@ -46,15 +60,35 @@ def load_classifier(args):
     return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
 
 
+def _task_of(path: str) -> str:
+    from ..export import detect_format
+
+    if detect_format(path) != "checkpoint":
+        return "classify"
+    from ..tasks import checkpoint_task
+
+    return checkpoint_task(path)
+
+
 def run(args) -> int:
     from ..engine.inference import expand_inputs, predict_paths
 
     if args.cam and not args.out:
         raise ResNetError("--cam writes PNGs next to predictions.json: give --out DIR")
+    if not args.weights and len(args.inputs) > 1 and _task_of(args.inputs[0]) != "classify":
+        from ..tasks import predict_task
+
+        out = Path(args.out or "predictions")
+        results = predict_task(args.inputs[0], args.inputs[1:], out)
+        print(
+            json.dumps(results, indent=2) if args.json else f"drew {len(results)} image(s) in {out}"
+        )
+        return 0
     classifier, inputs = load_classifier(args)
     paths = expand_inputs(inputs)
-    results = predict_paths(classifier, paths, top_k=args.top_k, batch_size=args.batch_size,
-                            skip_bad=args.skip_bad)
+    results = predict_paths(
+        classifier, paths, top_k=args.top_k, batch_size=args.batch_size, skip_bad=args.skip_bad
+    )
     if args.cam:
         from ..analysis.gradcam import save_cams
 
@@ -67,6 +101,7 @@ def run(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            preds = ", ".join(f"{p['class']} {100 * p['probability']:.1f}%" for p in r["predictions"])
-            print(f"{r['path']}: {preds}")
+            preds = r["predictions"]
+            shown = ", ".join(f"{p['class']} {100 * p['probability']:.1f}%" for p in preds)
+            print(f"{r['path']}: {shown}")
     return 0

@@ -129,8 +129,14 @@ def add_parser(sub) -> None:
 
 
 def _parse_value(text: str):
+    """`--opt` values: numbers (1e-3 included), booleans, strings."""
     import yaml
 
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
     return yaml.safe_load(text)
 
 
@@ -138,16 +144,12 @@ def config_from_args(args):
     from ..engine.config import TrainConfig
     from ..engine.recipes import load_recipe
 
-    cfg = TrainConfig()
-    if args.recipe:
-        cfg = load_recipe(args.recipe)
-    if args.config:
-        cfg = (
-            TrainConfig.load(args.config)
-            if not args.recipe
-            else cfg.updated(TrainConfig.load(args.config).to_dict())
-        )
+    cfg = load_recipe(args.recipe) if args.recipe else TrainConfig()
+    if args.config:  # the file's own keys override the recipe; unset keys keep the recipe's
+        cfg = cfg.updated(TrainConfig.read_yaml(args.config))
     overrides: dict = {}
+    if args.optimizer == "adamw" and args.lr is None and cfg.optim.optimizer != "adamw":
+        overrides["optim"] = {"lr": 1e-3, "weight_decay": 0.05}  # SGD's 0.1 would diverge
     for flag, (section, key) in FLAG_MAP.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -188,6 +190,11 @@ def run(args) -> int:
     if args.resume:
         if not Path(args.resume).exists():
             raise ResNetError(f"nothing to resume at {args.resume}")
+        given = [f for f in FLAG_MAP if f != "epochs" and getattr(args, f, None) is not None]
+        given += [f for f in ("config", "recipe", "opt") if getattr(args, f, None)]
+        if given:
+            raise ResNetError(f"--resume continues the run as it was configured; it takes only "
+                              f"--epochs (got --{given[0].replace('_', '-')})")
         train(resume=args.resume, epochs=args.epochs, progress=progress)
         return 0
     train(config_from_args(args), progress=progress)

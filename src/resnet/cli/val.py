@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--split",
         default=None,
-        choices=["train", "val", "test"],
-        help="default: test when the data has one, else val",
+        choices=["train", "val", "test", "all"],
+        help="default: test when the data has one, else the held-out val split; "
+        "'all': every image of another folder given with --data",
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=None)

@@ -340,8 +340,10 @@ def eval_loader(
     channels_last: bool = False,
 ):
     """Batches of one split of `source`, preprocessed as a checkpoint says (`pre`), for val."""
+    if source.lower() == "synthetic":
+        raise ResNetError("synthetic data has no evaluation split")
     if source.lower() in BUILTIN:
-        if split == "test":
+        if split in ("test", "all"):
             x, y = fashion_mnist.load_fashion_mnist("test")
         else:
             x, y = fashion_mnist.load_fashion_mnist("train")
@@ -362,13 +364,18 @@ def eval_loader(
         raise ResNetError(f"data not found: {root}")
     if root.is_dir() and (root / split).is_dir():
         files = scan(root / split, bad_images, classes)
-    elif root.is_dir() and (root / "train").is_dir():
-        raise ResNetError(f"{root} has no {split}/ folder")
-    else:
+    elif split == "all":  # another data set: every image in it
         files = scan(root, bad_images, classes)
-        if split in ("val", "train") and val_split > 0:
-            tr, va = stratified_split(files.labels, val_split, seed=0)
-            files = files.subset(va if split == "val" else tr)
+    elif split == "test":
+        raise ResNetError(f"{root} has no test split (no test/ folder)")
+    else:
+        # The split the training run carved: the same scan and the same seeded stratified split.
+        base = root / "train" if root.is_dir() and (root / "train").is_dir() else root
+        if val_split <= 0:
+            raise ResNetError("this run held out no validation split (val_split 0)")
+        files = scan(base, bad_images, classes)
+        tr, va = stratified_split(files.labels, val_split, seed=0)
+        files = files.subset(va if split == "val" else tr)
     files.in_chans = pre["in_chans"]
     return StreamLoader(
         FileDataset(files, eval_transform(pre)),

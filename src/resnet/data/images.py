@@ -180,7 +180,7 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
     """A CSV with a header `path,label`; relative paths are relative to the CSV's folder."""
     if not csv_path.is_file():
         raise ResNetError(f"CSV not found: {csv_path}")
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if sorted(header) != sorted(CSV_COLUMNS):
@@ -188,7 +188,11 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
                 f"{csv_path}: columns must be exactly {','.join(CSV_COLUMNS)} "
                 f"(found {','.join(header) or 'none'})"
             )
-        rows = [{k.strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        rows = []
+        for n, r in enumerate(reader, start=2):
+            if None in r or None in r.values():
+                raise ResNetError(f"{csv_path}:{n}: expected {len(header)} fields")
+            rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
     if not rows:
         raise ResNetError(f"{csv_path} has no rows")
     items = []

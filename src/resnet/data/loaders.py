@@ -16,8 +16,13 @@ from .images import ImageList, load_image
 from .transforms import BatchAugment
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The one seed of an epoch: data order, augmentation, dropout all derive from it."""
+    return seed * 1_000_003 + epoch
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
 class TensorLoader:
@@ -111,6 +116,22 @@ class _EpochShuffle(Sampler):
         return self.n
 
 
+class _Shard(Sampler):
+    """Every `world`-th index from `rank`: evaluation shards with no padding or repeats."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class StreamLoader:
     """A DataLoader over files with per-epoch seeding (workers' seeds derive from it too)."""
 
@@ -131,11 +152,15 @@ class StreamLoader:
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         self.dataset, self.seed, self.epoch, self.channels_last = dataset, seed, 0, channels_last
-        if world_size > 1:
+        self.shuffle = shuffle
+        if world_size > 1 and shuffle:
             self.sampler = DistributedSampler(
-                dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+                dataset, world_size, rank, shuffle=True, seed=seed, drop_last=drop_last
             )
             per_rank = batch_size // world_size
+        elif world_size > 1:
+            self.sampler = _Shard(len(dataset), rank, world_size)
+            per_rank = max(1, batch_size // world_size)
         else:
             self.sampler = _EpochShuffle(len(dataset), seed) if shuffle else None
             per_rank = batch_size
@@ -160,13 +185,14 @@ class StreamLoader:
             self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        n = len(self.sampler) if isinstance(self.sampler, DistributedSampler) else len(self.dataset)
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         per = self.loader_args["batch_size"]
         return n // per if self.loader_args["drop_last"] else math.ceil(n / per)
 
     def __iter__(self):
         g = epoch_generator(self.seed, self.epoch)
-        torch.manual_seed(self.seed * 1_000_003 + self.epoch)  # transforms in the main process
+        if self.shuffle:  # training: transforms in the main process draw from here
+            torch.manual_seed(epoch_seed(self.seed, self.epoch))
         for x, y in DataLoader(self.dataset, generator=g, **self.loader_args):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

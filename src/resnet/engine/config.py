@@ -127,8 +127,9 @@ class TrainConfig:
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
+    @staticmethod
+    def read_yaml(path: str | Path) -> dict:
+        """The raw mapping of a config file (only the keys it sets)."""
         try:
             d = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
@@ -137,7 +138,11 @@ class TrainConfig:
             raise ResNetError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(d, dict):
             raise ResNetError(f"{path} must hold a mapping of sections")
-        return cls.from_dict(d)
+        return d
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(cls.read_yaml(path))
 
 
 def _build(cls, d: dict, where: str):
@@ -152,11 +157,23 @@ def _build(cls, d: dict, where: str):
     kwargs = {}
     for k, v in d.items():
         sub = _SECTIONS.get(fields[k].type) if cls is TrainConfig else None
-        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub else v
+        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub else _coerce(v, fields[k].type, where, k)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ResNetError(f"{where}: {e}") from None
+
+
+def _coerce(value, type_name: str, where: str, key: str):
+    """YAML 1.1 reads `1e-3` as a string; numbers for numeric fields are converted here."""
+    if isinstance(value, str) and type_name.split(" |")[0] in ("float", "int"):
+        try:
+            return float(value) if type_name.startswith("float") else int(value)
+        except ValueError:
+            raise ResNetError(f"{where}.{key} must be a number, not {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool) and type_name.startswith("float"):
+        return float(value)
+    return value
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

@@ -81,6 +81,7 @@ def metrics_from_confusion(cm: torch.Tensor, loss_sum: float = 0.0, top5_hits: f
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "f1": f1.tolist(),
-        "macro_f1": float(f1.mean()),
+        # Classes with neither examples nor predictions in this split do not count.
+        "macro_f1": float(f1[(actual + predicted) > 0].mean()) if n else 0.0,
         "confusion_matrix": cm.tolist(),
     }

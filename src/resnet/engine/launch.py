@@ -22,8 +22,12 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 def launch_local(nproc: int, argv: list[str] | None = None) -> int:
     """Runs `torchrun --standalone --nproc-per-node N -m resnet <the same command>`."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
     args = strip_nproc(list(sys.argv[1:] if argv is None else argv))
-    torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "resnet", *args])
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "resnet", *args])
+    except ChildFailedError:
+        return 2  # each process has already printed its own one-line error
     return 0

@@ -66,11 +66,13 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
     step: /10 at 50 % and 75 % of training (the paper's CIFAR schedule); cosine: to zero;
     onecycle: linear warm-up then linear decay to zero; constant.
     """
+    warmup = min(warmup, total // 2)  # a short run still decays
     if warmup and step < warmup:
         return (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "step":
+    if schedule == "step":  # drops at 50 % and 75 % of the whole run, as in the paper
+        t = step / max(1, total)
         return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if schedule == "onecycle":

@@ -17,8 +17,10 @@ from torch import nn
 
 from .. import models
 from ..data import DataBundle, load_data
+from ..data.loaders import epoch_seed
 from ..errors import ResNetError
 from . import distributed
+from .checkpoint import build_model as build_model_from_state
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import autocast, evaluate
@@ -31,7 +33,10 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", distributed.local_rank())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ResNetError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ResNetError("--device cuda asked for, but no CUDA GPU is available")
     if device.type == "cuda" and device.index is None:
@@ -75,6 +80,15 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         raise ResNetError(str(e)) from None
 
 
+def check_model_config(cfg: TrainConfig) -> None:
+    """Refuses an unknown model name or option before any data is loaded."""
+    models.get_entry(cfg.model.name)
+    unknown = set(cfg.model.options) - models.registry.OPTIONS
+    if unknown:
+        raise ResNetError(f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
+                          f"{', '.join(sorted(models.registry.OPTIONS))}")
+
+
 def default_out(cfg: TrainConfig) -> Path:
     data = Path(cfg.data.source).stem if cfg.data.source != "fashion-mnist" else "fashion-mnist"
     base = Path("runs") / f"{cfg.model.name}-{data}"
@@ -86,7 +100,7 @@ def default_out(cfg: TrainConfig) -> Path:
 
 
 def _seed_epoch(seed: int, epoch: int) -> None:
-    torch.manual_seed(seed * 1_000_003 + epoch + 7919)
+    torch.manual_seed(epoch_seed(seed, epoch) + 7919)  # offset: not the data generator's stream
 
 
 class Trainer:
@@ -117,7 +131,11 @@ class Trainer:
             raise ValueError("a TrainConfig or a run folder to resume is needed")
         elif epochs is not None:
             cfg.run.epochs = epochs
+        check_model_config(cfg)  # a typo in the model fails before the data set is read
         self.device = resolve_device(cfg.run.device)
+        if cfg.run.sync_bn and self.device.type != "cuda":
+            raise ResNetError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); on CPU "
+                              "processes use --opt norm=group for small per-process batches")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick kernels
         self.distributed = distributed.setup(self.device)
@@ -188,11 +206,14 @@ class Trainer:
         self.train_seconds = 0.0
         if state is not None:
             self._restore(state)
+        self._wrap()
+
+    def _wrap(self) -> None:
         self.net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.run.compile:
+        if self.cfg.run.compile:
             self.net = torch.compile(self.net)
 
     # -- fine-tuning hooks (weights / freezing), provided by engine.finetune -----------------
@@ -222,6 +243,8 @@ class Trainer:
         self.optimizer = build_optimizer(
             self.model, self.cfg.optim, self.cfg.finetune.backbone_lr_mult
         )
+        if hasattr(self, "net"):
+            self._wrap()  # DDP's reducer must see the new set of trainable parameters
         self.log(f"epoch {epoch + 1}: trainable parts now '{mode}'")
 
     # -- state ---------------------------------------------------------------------------
@@ -239,6 +262,7 @@ class Trainer:
             "history": self.history,
             "best_val_acc": self.best,
             "train_seconds": self.train_seconds,
+            # For the record: resuming reseeds from (seed, epoch), which replays exactly.
             "rng": {"torch": torch.get_rng_state()},
         }
         if self.scaler is not None:
@@ -269,9 +293,10 @@ class Trainer:
         if not self.main:
             return
         state = self._state(epoch, step)
-        save_checkpoint(self.out / "last.pt", self.eval_model(), **state)
+        # best.pt first: a kill between the two writes never leaves last.pt ahead of best.pt.
         if improved:
             save_checkpoint(self.out / "best.pt", self.eval_model(), **state)
+        save_checkpoint(self.out / "last.pt", self.eval_model(), **state)
 
     # -- the loop ------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> dict:
@@ -318,7 +343,10 @@ class Trainer:
                 loss = F.cross_entropy(
                     out.float(), target, label_smoothing=cfg.optim.label_smoothing
                 )
-            if not torch.isfinite(loss):
+            bad = (~torch.isfinite(loss.detach())).float()
+            if self.distributed:  # every rank stops together, or the others wait forever
+                distributed.all_reduce_sum(bad)
+            if bad.item():
                 raise ResNetError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; stopped. The "
                     f"last good checkpoint is {self.out / 'last.pt'} (try a lower --lr)"
@@ -369,7 +397,7 @@ class Trainer:
             len(self.data.classes),
             self.device,
             amp_dtype=self.amp_dtype,
-            tta=self.cfg.run.tta,
+            tta=self.cfg.run.tta and self.cfg.data.flip,  # no mirrored view if flips are off
             progress=self.progress,
             desc=split,
         )
@@ -446,10 +474,7 @@ class Trainer:
         distributed.barrier()  # rank 0 has written best.pt; every rank now sees the same files
         if best_path.exists() and "val" in self.eval_loaders:
             state = load_checkpoint(best_path)
-            model = models.ResNet(
-                models.ResNetSpec.from_dict(state["spec"]), **state["model_options"]
-            )
-            model.load_state_dict(state["model"])
+            model = build_model_from_state(state)
             fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
             model.to(self.device, memory_format=fmt)
             summary["best_epoch"] = state["epoch"] + 1

@@ -26,12 +26,17 @@ def validate(
 ) -> dict:
     model, state = load_model(checkpoint)
     data_cfg = state.get("config", {}).get("data", {})
-    source = data or data_cfg.get("source")
+    trained_on = data_cfg.get("source")
+    source = data or trained_on
     if not source:
         raise ResNetError("this checkpoint does not name its data; pass --data")
+    builtin = source.lower() == "fashion-mnist"
     if split is None:
-        has_test = source == "fashion-mnist" or (Path(source) / "test").is_dir()
-        split = "test" if has_test else "val"
+        if data and data != trained_on and not builtin:
+            # Another folder or CSV: all of it, unless it has the split folders itself.
+            split = "test" if (Path(source) / "test").is_dir() else "all"
+        else:
+            split = "test" if builtin or (Path(source) / "test").is_dir() else "val"
     pre, classes = state["preprocessing"], state["classes"]
     loader = eval_loader(
         source,

@@ -1,0 +1,1 @@
+"""The residual-learning science: degradation runs, gradient flow, layer responses, Grad-CAM."""

@@ -1,0 +1,103 @@
+"""Fast CPU inference modes: channels_last, bf16 autocast, `torch.compile` with frozen weights,
+ONNX Runtime fp32 and int8. Each mode turns an eager model into a callable batch -> logits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import ResNetError
+
+MODES = ("eager_fp32", "channels_last", "bf16", "compile_bf16", "onnxruntime_fp32",
+         "onnxruntime_int8")
+# The numeric type each mode computes in (for the fraction of the matching matmul peak).
+COMPUTE_DTYPE = {"eager_fp32": "fp32", "channels_last": "fp32", "bf16": "bf16",
+                 "compile_bf16": "bf16", "onnxruntime_fp32": "fp32", "onnxruntime_int8": "int8"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """True where bf16 matmuls/convs run natively: AVX-512 BF16 or AMX, and oneDNN agrees."""
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    onednn = torch.backends.mkldnn.is_available() and bool(
+        getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return native and onednn
+
+
+class Runner:
+    """A callable `batch -> float32 logits` for one mode, in inference mode."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], mode: str, *,
+                 channels_last: bool = False, bf16: bool = False, compiled: bool = False):
+        self.fn, self.mode = fn, mode
+        self.channels_last, self.bf16, self.compiled = channels_last, bf16, compiled
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        grad = torch.no_grad() if self.compiled else torch.inference_mode()
+        amp = (torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16
+               else contextlib.nullcontext())
+        if self.compiled:
+            import torch._inductor.config as inductor_config
+
+            frozen = inductor_config.patch(freezing=True)
+        else:
+            frozen = contextlib.nullcontext()
+        with grad, amp, frozen:
+            return self.fn(batch).float()
+
+
+def build(model: torch.nn.Module, mode: str, *, example: torch.Tensor,
+          calibration: torch.Tensor | None = None, threads: int | None = None,
+          onnx_model: bytes | None = None) -> Runner:
+    """Prepares `model` (eval mode, not modified) for inference in `mode`.
+
+    Args:
+        model: the eager network.
+        mode: one of MODES.
+        example: an input batch (ONNX export traces with it).
+        calibration: preprocessed training images, needed by "onnxruntime_int8".
+        threads: ONNX Runtime intra-op threads (PyTorch uses torch.get_num_threads()).
+        onnx_model: an fp32 ONNX export of `model` to reuse (saves exporting twice).
+    """
+    import copy
+
+    if mode not in MODES:
+        raise ResNetError(f"unknown inference mode {mode!r}; choose from {', '.join(MODES)}")
+    model = model.eval()
+    if mode == "eager_fp32":
+        return Runner(model, mode)
+    if mode in ("bf16", "compile_bf16") and not cpu_has_bf16():
+        raise ResNetError(f"mode {mode} needs a CPU with AVX-512 BF16 or AMX (this one has "
+                          "neither); use channels_last or onnxruntime_int8")
+    if mode in ("channels_last", "bf16", "compile_bf16"):
+        m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        if mode == "compile_bf16":
+            compiled = torch.compile(m, dynamic=False)
+            return Runner(compiled, mode, channels_last=True, bf16=True, compiled=True)
+        return Runner(m, mode, channels_last=True, bf16=mode == "bf16")
+    from . import onnx as onnx_export
+
+    if onnx_model is None:
+        onnx_model = onnx_export.onnx_bytes(model, example[:2], dynamic_batch=True)
+    if mode == "onnxruntime_int8":
+        from .quantize import quantize_onnx
+
+        if calibration is None or len(calibration) == 0:
+            raise ResNetError("onnxruntime_int8 needs calibration images")
+        onnx_model = quantize_onnx(onnx_model, calibration)
+    return Runner(onnx_export.OrtRunner(onnx_export.session(onnx_model, threads)), mode)

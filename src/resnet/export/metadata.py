@@ -1,0 +1,79 @@
+"""What an exported file carries besides its graph: class names, preprocessing, provenance."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResNetError
+
+# Key of the JSON blob inside TorchScript / ExportedProgram archives; ONNX stores the same fields
+# as separate metadata_props ("classes", "preprocessing", "resnet").
+EXTRA_FILE = "resnet.json"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> dict[str, Any]:
+    """The metadata of an export of checkpoint `state` (from `load_checkpoint`)."""
+    from .. import __version__
+
+    classes = state.get("classes")
+    num_classes = state["model_options"].get("num_classes", 0)
+    if not classes:
+        classes = [str(i) for i in range(num_classes)]
+    pre = state.get("preprocessing")
+    if not pre:
+        raise ResNetError("the checkpoint has no 'preprocessing'; an export without it could not "
+                          "be used for prediction (re-save it with resnet >= 0.1)")
+    return {
+        "format": fmt,
+        "arch": state.get("arch", "custom"),
+        "classes": list(classes),
+        "preprocessing": dict(pre),
+        "dynamic_batch": bool(dynamic_batch),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "exported_by": f"resnet {__version__}",
+        "source_versions": state.get("versions", {}),
+    }
+
+
+def encode(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True)
+
+
+def decode(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or "classes" not in meta or "preprocessing" not in meta:
+        raise ResNetError(f"{where} carries no resnet metadata (classes, preprocessing); "
+                          "export it with `resnet export`")
+    return meta
+
+
+def detect_format(path: str | Path) -> str:
+    """"checkpoint", "onnx", "torchscript" or "exported-program", from the file's contents."""
+    path = Path(path)
+    if not path.exists():
+        raise ResNetError(f"model file not found: {path}")
+    if path.is_dir():
+        return "checkpoint"  # a run folder: load_checkpoint picks best.pt / last.pt
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head.lower()):
+            return "onnx"
+        return "checkpoint"  # let the checkpoint reader say what is wrong (truncated, ...)
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    tails = {n.split("/", 1)[-1] for n in names}
+    if "archive_format" in tails or any(t.startswith("models/") for t in tails):
+        return "exported-program"
+    if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
+        return "torchscript"
+    return "checkpoint"

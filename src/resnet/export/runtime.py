@@ -1,0 +1,110 @@
+"""One way to run a trained classifier, whatever it was saved as: `load_classifier`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ResNetError
+from .metadata import detect_format
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+class Classifier:
+    """A loaded classifier: `classifier(batch) -> logits`, plus what predict needs around it.
+
+    Attributes:
+        classes: class names in output order.
+        preprocessing: the eval preprocessing dict (in_chans, size, mean, std, resize, crop).
+        backend: "torch" or "onnxruntime".
+        source: "checkpoint", "onnx", "torchscript" or "exported-program".
+        model: the eager `nn.Module` when the source is a checkpoint (Grad-CAM needs it), else None.
+    """
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], *, classes: list[str],
+                 preprocessing: dict[str, Any], backend: str, source: str, path: Path,
+                 model: torch.nn.Module | None = None, metadata: dict[str, Any] | None = None):
+        self._run = run
+        self.classes = list(classes)
+        self.preprocessing = dict(preprocessing)
+        self.backend = backend
+        self.source = source
+        self.path = path
+        self.model = model
+        self.metadata = metadata or {}
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (float32, CPU) for a preprocessed batch [N, C, H, W]."""
+        if batch.ndim != 4:
+            raise ResNetError(f"expected a batch [N, C, H, W], got shape {tuple(batch.shape)}")
+        with torch.inference_mode():
+            return self._run(batch).float()
+
+    def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The eval transform: float [C, H, W] image in [0, 1] -> model input."""
+        from ..data.transforms import eval_transform
+
+        return eval_transform(self.preprocessing)
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.path.name}, source={self.source}, backend={self.backend}, "
+                f"{len(self.classes)} classes)")
+
+
+def load_classifier(path: str | os.PathLike, backend: str | None = None,
+                    threads: int | None = None) -> Classifier:
+    """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2).
+
+    Args:
+        path: the file (the format is read from its contents, not its name).
+        backend: "torch" or "onnxruntime"; None picks the file's own (ONNX -> onnxruntime, the
+            others -> torch). A checkpoint with "onnxruntime" is exported to ONNX in memory
+            (dynamic batch) and checked against the eager model before use.
+        threads: ONNX Runtime intra-op threads (None: its default, all cores).
+
+    Raises:
+        ResNetError: unreadable file, or a backend that cannot run this format.
+    """
+    from . import formats
+
+    path = Path(path)
+    if backend is not None and backend not in BACKENDS:
+        raise ResNetError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    source = detect_format(path)
+    if source == "onnx":
+        if backend == "torch":
+            raise ResNetError(f"{path} is an ONNX model: it runs with --backend onnxruntime")
+        run, meta = formats.load_serialized("onnx", path, threads)
+        return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
+                          backend="onnxruntime", source=source, path=path, metadata=meta)
+    if source in ("torchscript", "exported-program"):
+        if backend == "onnxruntime":
+            raise ResNetError(f"{path} is a {source} file: it runs with --backend torch "
+                              "(export the checkpoint to ONNX for onnxruntime)")
+        run, meta = formats.load_serialized(source, path)
+        return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
+                          backend="torch", source=source, path=path, metadata=meta)
+
+    from ..engine.checkpoint import load_model
+    from .metadata import make_metadata
+
+    model, state = load_model(path)
+    meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
+    if backend == "onnxruntime":
+        from .parity import check_parity
+        from .samples import real_inputs
+
+        x = real_inputs(meta["preprocessing"], 4)
+        data = formats.serialize(model, "onnx", x[:2], dynamic_batch=True, metadata=meta)
+        run, _ = formats.load_serialized("onnx", data, threads)
+        check_parity(model, run, x, runtime="onnxruntime", batch_sizes=(1, 3))
+    else:
+        run = model
+    return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
+                      backend=backend or "torch", source=source, path=path, model=model,
+                      metadata=meta)
