@@ -96,10 +96,16 @@ def test_verdict_logic_on_known_numbers():
     assert not v["plain_degrades"] and not v["residual_not_worse"]
 
 
-def test_cli_rejects_unknown_depth_without_writing(tmp_path, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--depths", "20,21"], "unknown model"),
+    (["--depths", "20"], "at least two depths"),
+    (["--budget", "0"], "--budget must be at least 1"),
+    (["--eval-size", "0"], "must be at least 1"),
+])
+def test_cli_rejects_bad_input_without_writing(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
-    assert cli_main(["experiment", "degradation", "--depths", "20,21", "--out", str(out)]) == 2
-    assert "unknown model" in capsys.readouterr().err
+    assert cli_main(["experiment", "degradation", *flags, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
     assert not out.exists()
 
 

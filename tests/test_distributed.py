@@ -39,7 +39,7 @@ def test_two_processes_match_one_and_resume_under_one(digits_folder, tmp_path):
         "--opt",
         "norm=group",
         "--lr",
-        "0.02",
+        "0.002",
     ]
     _train(*common, "--epochs", "1", "--out", str(tmp_path / "one"))
     two = _train(*common, "--epochs", "1", "--out", str(tmp_path / "two"), "--nproc", "2")

@@ -86,13 +86,13 @@ class Recipe:
         seed: initial weights, batch order and augmentation (the same for every net).
     """
 
-    iterations: int = 1800
+    iterations: int = 1200
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "step"
-    warmup: int = 90
+    warmup: int = 60
     augment: bool = True
     bf16: bool = True
     channels_last: bool = True

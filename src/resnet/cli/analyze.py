@@ -57,8 +57,8 @@ def add_parser(sub) -> None:
 
 
 def _recipe(args) -> Recipe:
-    if args.batch_size < 1 or args.steps < 0:
-        raise ResNetError("need --batch-size >= 1 and --steps >= 0")
+    if args.batch_size < 1 or args.steps < 0 or getattr(args, "probe_size", 1) < 1:
+        raise ResNetError("need --batch-size >= 1, --probe-size >= 1 and --steps >= 0")
     return replace(Recipe(), batch_size=args.batch_size, seed=getattr(args, "seed", 0))
 
 

@@ -52,15 +52,17 @@ def add_parser(sub) -> None:
 
 def recipe_from_args(args) -> dg.Recipe:
     base = dg.Recipe(**dg.QUICK) if args.quick else dg.Recipe()
-    iters = args.budget or base.iterations
+    iters = base.iterations if args.budget is None else args.budget
+    if iters < 1:
+        raise ResNetError(f"--budget must be at least 1 iteration, got {iters}")
     changes = dict(iterations=iters, schedule=args.schedule, batch_size=args.batch_size,
                    lr=args.lr, bf16=not args.fp32, seed=args.seed,
                    warmup=min(base.warmup, max(iters // 20, 1)))
-    if args.eval_every:
+    if args.eval_every is not None:
         changes["eval_every"] = args.eval_every
-    elif args.budget:
+    elif args.budget is not None:
         changes["eval_every"] = max(iters // 16, 1)
-    if args.eval_size:
+    if args.eval_size is not None:
         changes["train_eval_size"] = changes["test_eval_size"] = args.eval_size
     return replace(base, **changes)
 

@@ -20,7 +20,7 @@ def validate(
     split: str | None = None,
     batch_size: int = 256,
     workers: int | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     out: Path | None = None,
     device: str = "cpu",
 ) -> dict:
@@ -48,6 +48,9 @@ def validate(
         workers=workers,
     )
     dev = torch.device(device)
+    if tta is None:  # as the training run evaluated: flip TTA only where flips were augmented
+        run_cfg = state.get("config", {}).get("run", {})
+        tta = bool(run_cfg.get("tta", False) and data_cfg.get("flip", True))
     metrics = evaluate(model.to(dev), loader, len(classes), dev, tta=tta, progress=True, desc=split)
     ckpt = Path(checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
