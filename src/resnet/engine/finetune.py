@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
 from ..errors import ResNetError
@@ -137,20 +136,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
     """
     if backbone_lr_mult < 0:
         raise ResNetError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
-    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
-    for name, p in _unwrap(model).named_parameters():
-        part = "head" if name.startswith(HEAD_PREFIXES) else "backbone"
-        groups.setdefault((part, p.ndim > 1), []).append(p)
-    out = []
-    for part in ("head", "backbone"):
-        mult = 1.0 if part == "head" else float(backbone_lr_mult)
-        for decay in (True, False):
-            params = groups.get((part, decay))
-            if params:
-                out.append({"name": f"{part}{'' if decay else '_no_decay'}", "params": params,
-                            "lr": lr * mult, "lr_mult": mult,
-                            "weight_decay": weight_decay if decay else 0.0})
-    return out
+    from .optim import param_groups as groups_of
+
+    groups = groups_of(_unwrap(model), weight_decay, backbone_lr_mult=float(backbone_lr_mult),
+                       include_frozen=True)
+    return [dict(g, lr=lr * g["lr_mult"]) for g in groups]
 
 
 def parse_unfreeze(schedule: str | Mapping[int, str] | None) -> list[tuple[int, str]]:

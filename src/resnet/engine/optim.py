@@ -17,15 +17,18 @@ def param_groups(
     backbone_lr_mult: float = 1.0,
     norm_bias_lr_mult: float = 1.0,
     head_prefix: str = "fc.",
+    include_frozen: bool = False,
 ) -> list[dict]:
     """Parameter groups: no weight decay on norms and biases (1-D tensors), the classifier at the
-    base rate and the backbone at `backbone_lr_mult` of it. Frozen parameters are left out.
+    base rate and the backbone at `backbone_lr_mult` of it. Frozen parameters are left out unless
+    `include_frozen` (then unfreezing needs no new optimizer: SGD skips tensors without grad).
 
-    Each group carries `lr_mult`; `set_lr` multiplies it by the scheduled rate.
+    Each group carries `name` and `lr_mult`; `set_lr` multiplies it by the scheduled rate.
     """
+    model = getattr(model, "module", model)
     groups: dict[tuple[bool, bool], dict] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not (p.requires_grad or include_frozen):
             continue
         head = name.startswith(head_prefix)
         no_decay = p.ndim <= 1
