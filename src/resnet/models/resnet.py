@@ -193,7 +193,7 @@ class ResNet(nn.Module):
         total = sum(spec.depths)
         index = 0
         inplanes = sw
-        self.stage_names: list[str] = []
+        self.stage_names = []
         for i, (n, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
             stage_stride = 1 if i == 0 else 2
             blocks = []
