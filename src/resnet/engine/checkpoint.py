@@ -14,9 +14,7 @@ A checkpoint holds everything `predict`, `val` and `export` need, so they take o
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +97,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 break
         else:
             raise ResNetError(f"{path} is a folder without best.pt or last.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ResNetError(
-            f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "
-            f"(weights_only=True). Re-save its state_dict. ({str(e).splitlines()[0][:120]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ResNetError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): "
-            f"{str(e).splitlines()[0][:160]}"
-        ) from None
+    from ..models.weights import torch_load_safe
+
+    state = torch_load_safe(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ResNetError(
             f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "

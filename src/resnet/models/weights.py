@@ -530,6 +530,23 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
+def torch_load_safe(path: str | os.PathLike, what: str = "file") -> Any:
+    """`torch.load(weights_only=True)` with one-line errors: pickled code is refused, a
+    truncated or corrupt file named as such."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ResNetError(
+            f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "
+            f"(weights_only=True): re-save its state_dict ({str(e).splitlines()[0][:80]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ResNetError(
+            f"{path} is not a readable {what} (truncated or corrupt?): "
+            f"{str(e).splitlines()[0][:120]}"
+        ) from None
+
+
 def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """`(state_dict, meta)` from a .safetensors, .pth/.pt file or one of our checkpoints.
 
@@ -557,19 +574,7 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         if sidecar.exists():
             meta = json.loads(sidecar.read_text())
         return state, meta
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ResNetError(
-            f"{path} holds pickled objects beyond tensors and plain data; refusing "
-            f"to load it (weights_only=True): re-save its state_dict "
-            f"({str(e).splitlines()[0][:80]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ResNetError(
-            f"{path} is not a readable weights file (truncated or corrupt?): "
-            f"{str(e).splitlines()[0][:120]}"
-        ) from None
+    obj = torch_load_safe(path, "weights file")
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         meta = {
             k: obj.get(k)
