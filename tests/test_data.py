@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet.data import DataConfig, load_data
+from resnet.data import DataConfig, load_data, transforms
 from resnet.data.images import load_image, scan, stratified_split, stratified_subset
 from resnet.data.loaders import TensorLoader
 from resnet.data.transforms import BatchAugment
@@ -258,5 +258,32 @@ def test_recipe_and_config_file_merge(tmp_path):
                                       str(tmp_path / "c.yaml"), "--seed", "4"])
     assert isinstance(args, argparse.Namespace)
     cfg = config_from_args(args)
-    assert cfg.model.name == "wrn_16_4" and cfg.data.augment == "strong"  # kept from the recipe
+    from resnet.engine.recipes import load_recipe
+
+    best = load_recipe("best")
+    assert (cfg.model.name, cfg.data.augment) == (best.model.name, best.data.augment)  # recipe
+    assert best.run.epochs != 5 and best.optim.lr != 0.001 and best.run.seed != 4
     assert cfg.run.epochs == 5 and cfg.optim.lr == 0.001 and cfg.run.seed == 4
+
+
+@pytest.mark.parametrize(
+    "preset, size, pad, flips",
+    [("none", 28, 0, False), ("flip", 28, 0, True), ("light", 28, 1, True),
+     ("light", 32, 2, True), ("paper", 28, 3, True), ("paper", 32, 4, True)],
+)
+def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, flips):
+    aug = BatchAugment(preset, size, flip=True)
+    assert (aug.pad, aug.flip) == (pad, flips)
+    x = torch.randn(256, 1, size, size)
+    y = aug.apply(x, aug.sample(256, torch.Generator().manual_seed(0), size, size))
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(3)).flatten(1).all(1)
+    if pad == 0:  # every image is itself or its mirror, and both happen when flips are on
+        assert (same | mirrored).all()
+        assert mirrored.any() == flips and same.any()
+    else:  # some images moved: neither themselves nor their mirror
+        assert (~(same | mirrored)).any()
+    per_image = transforms.train_transform({"size": (size, size), "mean": [0.0], "std": [1.0]},
+                                           preset)
+    crops = [op for op in per_image.transforms if type(op).__name__ == "RandomCrop"]
+    assert (crops[0].padding[0] if crops else 0) == pad

@@ -1,5 +1,6 @@
 """Every registered model: exact sizes from the papers, torchvision parity, the model contract."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,6 +9,8 @@ import torchvision
 
 import resnet
 from resnet.models import count_params, get_entry, model_info, plain_name
+from resnet.models.registry import count_macs
+from resnet.models.resnet import ResNet
 
 # ../shared/ANCHORS.md: torchvision weights meta and He et al. 2015 Table 6 (10 classes, option A).
 EXACT_PARAMS = {
@@ -282,3 +285,21 @@ def test_registry_rejects_duplicates():
 
     with pytest.raises(ValueError, match="already registered"):
         register(get_entry("resnet18"))
+
+
+def test_pool_stem_halves_the_first_stage_and_keeps_its_cost_down():
+    # fast_resnet8: 3x3/1 stem at full resolution, then a 2x2 max-pool: stages at 14, 7, 4 px.
+    m = resnet.create("fast_resnet8", num_classes=10, in_chans=1).eval()
+    x = torch.randn(2, 1, 28, 28)
+    stem = m.maxpool(m.act1(m.bn1(m.conv1(x))))
+    assert stem.shape[-2:] == (14, 14)
+    assert m.layer3(m.layer2(m.layer1(stem))).shape[-2:] == (4, 4)
+    assert [f["reduction"] for f in m.feature_info] == [1, 2, 4, 8]
+    # The same widths on the plain CIFAR stem cost more than twice as much.
+    spec = get_entry("fast_resnet8").spec
+    with torch.device("meta"):
+        pooled = ResNet(spec, 10, 1)
+        full = ResNet(dataclasses.replace(spec, stem="cifar"), 10, 1)
+    assert count_macs(pooled, 28, 1) < 0.5 * count_macs(full, 28, 1)
+    with pytest.raises(ValueError, match="already 3x3/1"):
+        resnet.create("fast_resnet8", small_input=True)

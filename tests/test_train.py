@@ -210,3 +210,25 @@ def test_shipped_recipes_load_and_resolve():
         cfg = load_recipe(name)
         get_entry(cfg.model.name)  # every recipe names a registered model
         assert cfg.run.epochs >= 1
+
+
+def test_ema_warms_up_then_settles_to_its_decay():
+    from torch.optim.swa_utils import AveragedModel
+
+    from resnet.engine.trainer import ema_update
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(net, multi_avg_fn=ema_update(0.99), use_buffers=True)
+    values = []
+    for step in range(1, 2001):  # the net's weight ramps 1, 2, 3, ...
+        with torch.no_grad():
+            net.weight.fill_(float(step))
+        ema.update_parameters(net)
+        values.append(ema.module.weight.item())
+    # Early on the average follows the net closely (decay 2/11 at the second update), so a short
+    # run's average is not anchored to its first, untrained weights.
+    assert values[1] == pytest.approx(1 + (1 - 2 / 11) * 1)
+    assert 20 - values[19] < 3
+    # Once (1 + n) / (10 + n) passes the decay (n = 890) it lags by decay / (1 - decay) = 99
+    # steps, as a plain EMA of a ramp does.
+    assert 2000 - values[-1] == pytest.approx(99, abs=1)

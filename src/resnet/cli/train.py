@@ -80,7 +80,7 @@ def add_parser(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
-    d.add_argument("--augment", choices=["none", "paper", "strong"])
+    d.add_argument("--augment", choices=["none", "flip", "light", "paper", "strong"])
     d.add_argument(
         "--no-flip",
         dest="flip",

@@ -6,7 +6,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-PRESETS = ("none", "paper", "strong")
+PRESETS = ("none", "flip", "light", "paper", "strong")
+# none: nothing; flip: mirror only; light: mirror + translation by size/16 (2 px at 32, airbench's);
+# paper: mirror + translation by size/8 (4 px at 32, the 2015 paper's CIFAR setting);
+# strong: paper + TrivialAugment (streamed data) + random erasing + MixUp/CutMix.
 
 
 def make_preprocessing(
@@ -51,9 +54,12 @@ def eval_transform(pre: dict) -> EvalTransform:
     return EvalTransform(pre)
 
 
-def pad_for(size: int) -> int:
-    """Translation range of the 'paper' preset: 4 px at 32 px (the paper's CIFAR setting)."""
-    return max(1, size // 8)
+def pad_for(size: int, preset: str = "paper") -> int:
+    """Translation range of a preset: 4 px at 32 px for 'paper' (the paper's CIFAR setting), 2 px
+    for 'light', none for 'none' and 'flip'."""
+    if preset in ("none", "flip"):
+        return 0
+    return max(1, size // 16) if preset == "light" else max(1, size // 8)
 
 
 def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
@@ -68,7 +74,9 @@ def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
     if max(h, w) >= 96:  # ImageNet-style images: scale augmentation
         ops.append(v2.RandomResizedCrop((h, w), antialias=True))
     else:
-        ops += [v2.Resize((h, w), antialias=True), v2.RandomCrop((h, w), padding=pad_for(h))]
+        ops.append(v2.Resize((h, w), antialias=True))
+        if pad_for(h, preset):
+            ops.append(v2.RandomCrop((h, w), padding=pad_for(h, preset)))
     if flip:
         ops.append(v2.RandomHorizontalFlip())
     if preset == "strong":
@@ -94,7 +102,7 @@ class BatchAugment:
         if preset not in PRESETS:
             raise ValueError(f"augmentation preset must be one of {', '.join(PRESETS)}")
         self.preset = preset
-        self.pad = pad_for(size) if preset != "none" else 0
+        self.pad = pad_for(size, preset)
         self.flip = flip and preset != "none"
         self.erase = preset == "strong"
 

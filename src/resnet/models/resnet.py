@@ -13,7 +13,8 @@ from torch.utils.checkpoint import checkpoint_sequential
 from .blocks import BLOCKS
 from .layers import SHORTCUTS, conv3x3, norm_factory
 
-STEMS = ("imagenet", "deep", "cifar")
+STEMS = ("imagenet", "deep", "cifar", "pool")
+SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class ResNetSpec:
         block: "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, x4 expansion).
         depths: blocks per stage.
         widths: base width (planes) per stage; a stage outputs `width * expansion` channels.
-        stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D) or "cifar" (one 3x3/1).
+        stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D), "cifar" (one 3x3/1)
+            or "pool" (one 3x3/1 + 2x2 max-pool: the CIFAR stem with the first stage at half
+            resolution, a quarter of its cost; used by the speed-run nets).
         stem_width: channels out of the stem.
         shortcut: "A" zero-pad identity, "B" 1x1 projection, "D" avg-pool + projection.
         groups, base_width: ResNeXt cardinality and width per group (wide nets: base_width 128).
@@ -132,9 +135,10 @@ class ResNet(nn.Module):
         ):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
-        if small_input and spec.stem == "cifar":
+        if small_input and spec.stem in SMALL_STEMS:
             raise ValueError(
-                "small_input applies to ImageNet stems; the CIFAR stem is already 3x3/1"
+                "small_input applies to ImageNet stems; the "
+                f"{'CIFAR' if spec.stem == 'cifar' else spec.stem} stem is already 3x3/1"
             )
         if zero_init_residual and not spec.skip:
             raise ValueError(
@@ -182,8 +186,11 @@ class ResNet(nn.Module):
         self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
         self.act1 = nn.Identity() if bare_stem else nn.ReLU(inplace=True)
         has_pool = spec.stem != "cifar" and not small_input
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if has_pool else nn.Identity()
-        reduction = 1 if spec.stem == "cifar" else stride
+        if spec.stem == "pool":
+            self.maxpool = nn.MaxPool2d(2)
+        else:
+            self.maxpool = nn.MaxPool2d(3, 2, 1) if has_pool else nn.Identity()
+        reduction = 1 if spec.stem in SMALL_STEMS else stride
         self.feature_info = [
             dict(num_chs=sw, reduction=reduction, module="conv1" if bare_stem else "act1")
         ]
