@@ -287,3 +287,11 @@ def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, fli
                                            preset)
     crops = [op for op in per_image.transforms if type(op).__name__ == "RandomCrop"]
     assert (crops[0].padding[0] if crops else 0) == pad
+
+
+def test_cli_augment_choices_are_the_presets():
+    from resnet.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in train._actions if a.dest == "augment")
+    assert tuple(action.choices) == transforms.PRESETS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from .registry import ModelEntry, plain_name, register
-from .resnet import ResNetSpec
+from .resnet import SMALL_STEMS, ResNetSpec
 
 HE2015 = "He+ 2015 Deep Residual Learning, arXiv:1512.03385"
 HE2016 = "He+ 2016 Identity Mappings, arXiv:1603.05027"
@@ -39,7 +39,7 @@ def _add(
     plain_twin: bool = True,
     **defaults,
 ) -> None:
-    imagenet = spec.stem not in ("cifar", "pool")
+    imagenet = spec.stem not in SMALL_STEMS
     common = dict(
         family=family,
         paper=paper,
