@@ -11,7 +11,8 @@ Tuning never looks at the test set: `--tune` trains on the recipe's training par
 
 The report evaluates the test set after every epoch to find the time-to-accuracy points (that
 evaluation is not counted as training time). Results merge into
-benchmarks/results/fashion_mnist.json under the recipe's name; tuning runs append one line each
+benchmarks/results/fashion_mnist.json under the recipe's name (an earlier report of that recipe
+moves to "earlier"); tuning runs append one line each
 to benchmarks/results/fashion_mnist_tuning.jsonl.
 """
 
@@ -77,9 +78,18 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
         print(f"seed {seed} epoch {epoch + 1}: loss {row['train_loss']:.4f}, "
               f"{row['img_s']:.0f} img/s, {train_s:.0f} s"
               + (f", {split} {100 * acc:.2f}%" if f"{split}_acc" in point else ""), flush=True)
+    views = {}
+    if tune:  # the same weights under each test-time augmentation, for the log
+        from resnet.engine.evaluate import evaluate
+
+        for name, flip, shift in (("none", False, 0), ("flip", True, 0), ("flip+shift1", True, 1)):
+            views[name] = evaluate(tr.eval_model(), tr.eval_loaders["val"], len(tr.data.classes),
+                                   tr.device, amp_dtype=tr.amp_dtype, tta=flip,
+                                   tta_shift=shift)["top1"]
     return {
         "seed": seed,
         f"{split}_acc": acc,
+        **({"val_acc_by_tta": views} if tune else {}),
         "train_s": train_s,
         "wall_s": time.perf_counter() - t_start,
         "curve": curve,
@@ -127,10 +137,14 @@ def main() -> None:
     if args.tune:
         accs = [100 * r["val_acc"] for r in runs]
         secs = [r["train_s"] for r in runs]
+        by_tta = {k: [100 * r["val_acc_by_tta"][k] for r in runs]
+                  for k in runs[0]["val_acc_by_tta"]}
         print(f"TUNE {args.recipe} {' '.join(args.set)}: val {summarize(accs)} %, "
-              f"training {summarize(secs)} s")
+              f"training {summarize(secs)} s; by TTA: "
+              + ", ".join(f"{k} {summarize(v)}" for k, v in by_tta.items()))
         line = {"when": datetime.now().isoformat(timespec="seconds"), "recipe": args.recipe,
                 "set": args.set, "note": args.note, "val_acc": accs, "train_s": secs,
+                "val_acc_by_tta": by_tta,
                 "img_s": [r["curve"][-1]["img_s"] for r in runs], "command": command}
         with open(Path(args.out).with_name("fashion_mnist_tuning.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -156,7 +170,11 @@ def main() -> None:
     )
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[args.recipe] = result
+    if args.recipe in data:  # an earlier report of this recipe is kept, not overwritten
+        old = data.pop(args.recipe)
+        old.setdefault("date", data.get("date"))
+        data.setdefault("earlier", {}).setdefault(args.recipe, []).append(old)
+    data[args.recipe] = result | {"date": date.today().isoformat()}
     data |= {
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "date": date.today().isoformat(),

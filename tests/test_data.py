@@ -289,6 +289,22 @@ def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, fli
     assert (crops[0].padding[0] if crops else 0) == pad
 
 
+@pytest.mark.parametrize("preset, p", [("paper", 0.0), ("erase", 0.5), ("strong", 0.25)])
+def test_random_erasing_presets_blank_one_box_in_the_documented_share(preset, p):
+    aug = BatchAugment(preset, 28, flip=False)
+    x = torch.randn(4000, 1, 28, 28) + 10.0  # no pixel is 0 before erasing
+    y = aug.apply(x, aug.sample(4000, torch.Generator().manual_seed(0), 28, 28))
+    # Translation pads with zeros up to 3 px deep; an erased box (2-33 % of the image) almost
+    # always reaches further in.
+    erased = (y[:, :, 3:-3, 3:-3] == 0).flatten(1).any(1)
+    share = erased.float().mean().item()
+    assert share == pytest.approx(p, abs=0.03), share
+    erasing = [op for op in transforms.train_transform(
+        {"size": (28, 28), "mean": [0.0], "std": [1.0]}, preset).transforms
+        if type(op).__name__ == "RandomErasing"]
+    assert [op.p for op in erasing] == ([p] if p else [])
+
+
 def test_cli_augment_choices_are_the_presets():
     from resnet.cli import build_parser
 

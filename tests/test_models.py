@@ -288,13 +288,20 @@ def test_registry_rejects_duplicates():
 
 
 def test_pool_stem_halves_the_first_stage_and_keeps_its_cost_down():
-    # fast_resnet8: 3x3/1 stem at full resolution, then a 2x2 max-pool: stages at 14, 7, 4 px.
+    # fast_resnet8: 3x3/1 conv at full resolution, a 2x2 max-pool, then BN-ReLU on the pooled
+    # map (airbench's order); stages at 14, 7, 4 px.
     m = resnet.create("fast_resnet8", num_classes=10, in_chans=1).eval()
     x = torch.randn(2, 1, 28, 28)
-    stem = m.maxpool(m.act1(m.bn1(m.conv1(x))))
+    stem = m.forward_stem(x)
+    assert torch.equal(stem, m.act1(m.bn1(m.maxpool(m.conv1(x)))))
     assert stem.shape[-2:] == (14, 14)
     assert m.layer3(m.layer2(m.layer1(stem))).shape[-2:] == (4, 4)
-    assert [f["reduction"] for f in m.feature_info] == [1, 2, 4, 8]
+    assert [f["reduction"] for f in m.feature_info] == [2, 2, 4, 8]
+    from resnet.tasks.backbone import Backbone
+
+    feats = Backbone(body=m, out_indices=(0, 1, 3))(x)
+    assert torch.equal(feats["stem"], stem)
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(14, 14), (14, 14), (4, 4)]
     # The same widths on the plain CIFAR stem cost more than twice as much.
     spec = get_entry("fast_resnet8").spec
     with torch.device("meta"):

@@ -232,3 +232,98 @@ def test_ema_warms_up_then_settles_to_its_decay():
     # Once (1 + n) / (10 + n) passes the decay (n = 890) it lags by decay / (1 - decay) = 99
     # steps, as a plain EMA of a ramp does.
     assert 2000 - values[-1] == pytest.approx(99, abs=1)
+
+
+def test_whitened_stem_decorrelates_real_patches():
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    import resnet
+    from resnet.engine.whiten import whiten_first_conv_
+
+    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None]  # 1797 real 8x8 digits
+    x = (x - x.mean()) / x.std()
+    m = resnet.create("fast_resnet8", num_classes=10, in_chans=1)
+    before = m.conv1.weight.detach().clone()
+    assert whiten_first_conv_(m, x) == 18  # 3x3 patches of one channel: 9 directions, two signs
+    w = m.conv1.weight.detach()
+    assert torch.equal(w[1:18:2], -w[0:18:2]) and torch.equal(w[18:], before[18:])
+    feats = F.conv2d(x, w[0:18:2]).permute(0, 2, 3, 1).reshape(-1, 9).double()
+    cov = torch.cov(feats.T)
+    assert torch.allclose(cov, torch.eye(9, dtype=torch.float64), atol=0.02), cov
+    # A first conv with fewer filters than 2 x 27 (RGB) keeps the directions of most variance.
+    rgb = torch.cat([x, x.flip(2), x.flip(3)], 1)
+    m = resnet.create("fast_resnet8", num_classes=10, in_chans=3)
+    assert whiten_first_conv_(m, rgb) == 32
+    var = [F.conv2d(rgb, f[None]).var().item() for f in m.conv1.weight.detach()[0::2]]
+    assert all(v == pytest.approx(1, rel=0.05) for v in var)
+    with pytest.raises(ValueError, match="input channels"):
+        whiten_first_conv_(m, x)
+
+
+def test_trainer_whitens_the_stem_only_when_training_from_scratch(digits_folder, tmp_path):
+    from resnet.errors import ResNetError
+
+    cfg = small_config(str(digits_folder), tmp_path / "run").updated(
+        {"model": {"name": "fast_resnet8", "whiten_stem": True}}
+    )
+    tr = Trainer(cfg, progress=False, log=lambda *a: None)
+    w = tr.model.conv1.weight.detach()
+    assert torch.equal(w[1:18:2], -w[0:18:2])
+    bad = cfg.updated({"finetune": {"weights": str(tmp_path / "w.safetensors")},
+                       "run": {"out": str(tmp_path / "run2")}})
+    with pytest.raises(ResNetError, match="from scratch"):
+        Trainer(bad, progress=False, log=lambda *a: None)
+
+
+def test_shift_tta_averages_views_moved_each_way():
+    from resnet.engine.evaluate import predict_logits
+
+    # A linear model: the TTA logits are the model applied to the views' weighted mean image.
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(49, 49, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.eye(49))
+    x = torch.zeros(1, 1, 7, 7)
+    x[0, 0, 3, 2] = 1.0  # one bright pixel left of centre
+    mean = predict_logits(net, x, tta=False, shift=1).view(7, 7)
+    expected = torch.zeros(7, 7)
+    expected[3, 2], expected[4, 3], expected[2, 1] = 0.5, 0.25, 0.25  # moved +1/+1 and -1/-1
+    assert torch.allclose(mean, expected)
+    mirrored = predict_logits(net, x, tta=True, shift=1).view(7, 7)
+    assert torch.allclose(mirrored, (expected + expected.flip(1)) / 2)
+    assert torch.equal(predict_logits(net, x, tta=False, shift=0).view(7, 7), x[0, 0])
+
+
+def test_progressive_resizing_trains_small_first_and_evaluates_full_size(digits_folder, tmp_path):
+    cfg = small_config(str(digits_folder), tmp_path / "run", epochs=3).updated(
+        {"model": {"name": "fast_resnet8_32"}, "data": {"early_size": 10, "early_epochs": 2}}
+    )
+    tr = Trainer(cfg, progress=False, log=lambda *a: None)
+    seen: list[tuple[bool, int]] = []
+    tr.model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
+    sizes = []
+    for epoch in range(3):
+        tr.train_one_epoch(epoch)
+        sizes.append({s for training, s in seen if training})
+        seen.clear()
+        tr.evaluate("val", tr.model)
+        assert {s for training, s in seen if not training} == {16}  # evaluation: full size
+        seen.clear()
+    assert sizes == [{10}, {10}, {16}]
+    from resnet.errors import ResNetError
+
+    with pytest.raises(ResNetError, match="early_size"):
+        TrainConfig.from_dict({"data": {"early_epochs": 2}})
+
+
+def test_shift_tta_larger_than_the_image_is_refused(digits_folder, tmp_path):
+    from resnet.engine.evaluate import predict_logits
+    from resnet.errors import ResNetError
+
+    with pytest.raises(ResNetError, match="tta_shift"):
+        TrainConfig.from_dict({"run": {"tta_shift": -1}})
+    cfg = small_config(str(digits_folder), tmp_path / "run", tta_shift=16)  # 16 px digits
+    with pytest.raises(ResNetError, match="smaller than the 16 px"):
+        Trainer(cfg, progress=False, log=lambda *a: None)
+    with pytest.raises(ValueError, match="larger than 4x4"):
+        predict_logits(torch.nn.Flatten(), torch.zeros(1, 1, 4, 4), shift=4)

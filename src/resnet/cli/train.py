@@ -10,6 +10,7 @@ from ..errors import ResNetError
 # flag -> (section, key). Only flags given on the command line override the config.
 FLAG_MAP = {
     "model": ("model", "name"),
+    "whiten_stem": ("model", "whiten_stem"),
     "data": ("data", "source"),
     "val_split": ("data", "val_split"),
     "subset": ("data", "subset"),
@@ -20,6 +21,8 @@ FLAG_MAP = {
     "in_memory": ("data", "in_memory"),
     "image_size": ("data", "image_size"),
     "bad_images": ("data", "bad_images"),
+    "early_size": ("data", "early_size"),
+    "early_epochs": ("data", "early_epochs"),
     "optimizer": ("optim", "optimizer"),
     "lr": ("optim", "lr"),
     "momentum": ("optim", "momentum"),
@@ -42,6 +45,7 @@ FLAG_MAP = {
     "compile": ("run", "compile"),
     "out": ("run", "out"),
     "tta": ("run", "tta"),
+    "tta_shift": ("run", "tta_shift"),
     "sync_bn": ("run", "sync_bn"),
     "time_limit": ("run", "time_limit"),
 }
@@ -70,6 +74,8 @@ def add_parser(sub) -> None:
         default=None,
         help="model option, e.g. --opt drop_path_rate=0.1 --opt norm=group",
     )
+    g.add_argument("--whiten-stem", action="store_true", default=S,
+                   help="start the first conv from the training patches' whitening (airbench)")
     g.add_argument("--data", help="fashion-mnist, an image folder, or a CSV of path,label")
     g.add_argument(
         "--task",
@@ -80,7 +86,7 @@ def add_parser(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
-    d.add_argument("--augment", choices=["none", "flip", "light", "paper", "strong"])
+    d.add_argument("--augment", choices=["none", "flip", "light", "paper", "erase", "strong"])
     d.add_argument(
         "--no-flip",
         dest="flip",
@@ -95,6 +101,9 @@ def add_parser(sub) -> None:
     d.add_argument(
         "--bad-images", choices=["skip", "error"], help="unreadable images: skip or stop"
     )
+    d.add_argument("--early-size", type=int, metavar="PX",
+                   help="progressive resizing: train the first --early-epochs at PX pixels")
+    d.add_argument("--early-epochs", type=int, metavar="K", help="see --early-size")
     o = p.add_argument_group("optimisation")
     o.add_argument("--optimizer", choices=["sgd", "adamw"])
     o.add_argument("--lr", type=float, help="peak learning rate")
@@ -119,6 +128,8 @@ def add_parser(sub) -> None:
     r.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=S)
     r.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     r.add_argument("--tta", action="store_true", default=S, help="flip test-time augmentation")
+    r.add_argument("--tta-shift", type=int, metavar="PX",
+                   help="also evaluate views moved PX pixels each way (airbench's TTA: 1)")
     r.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm (distributed)")
     r.add_argument("--time-limit", type=float, help="stop after the epoch that passes N seconds")
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")

@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored image (default: as the run evaluated)")
+    p.add_argument("--tta-shift", type=int, default=None, metavar="PX",
+                   help="also average views moved PX pixels each way (default: as the run did)")
     p.add_argument(
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
@@ -54,6 +56,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         tta=args.tta,
+        tta_shift=args.tta_shift,
         out=Path(args.out) if args.out else None,
     )
     if args.json:

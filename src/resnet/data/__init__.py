@@ -34,8 +34,9 @@ class DataConfig:
         val_split: fraction of the training images held out (stratified) when the source has
             no validation split of its own.
         subset: train on the first N (stratified) training examples.
-        augment: "none", "paper" (pad-and-crop + flip) or "strong" (+ TrivialAugment / random
-            erasing / mixup-cutmix).
+        augment: "none", "flip" (mirror only), "light" (mirror + size/16 translation), "paper"
+            (mirror + size/8 pad-and-crop), "erase" (paper + random erasing, p 0.5) or
+            "strong" (+ TrivialAugment / random erasing p 0.25 / mixup-cutmix).
         flip: horizontal flips in the augmentation (turn off for laterality-sensitive images).
         batch_size: the global batch.
         workers: DataLoader workers for streamed data (None: automatic).
@@ -44,6 +45,9 @@ class DataConfig:
             else 224 with a resize of the shorter side + centre crop).
         bad_images: "skip" (with a warning naming the file) or "error".
         memory_limit_gb: the in-memory path's budget for float32 images.
+        early_size, early_epochs: progressive resizing: the first `early_epochs` epochs train
+            on the augmented batches resized to `early_size` px (cheaper epochs; a fully
+            convolutional net then finishes at full size). Evaluation always uses full size.
     """
 
     source: str = "fashion-mnist"
@@ -57,6 +61,8 @@ class DataConfig:
     image_size: int | None = None
     bad_images: str = "skip"
     memory_limit_gb: float = 2.0
+    early_size: int | None = None
+    early_epochs: int = 0
 
     def __post_init__(self):
         if self.augment not in PRESETS:
@@ -73,6 +79,10 @@ class DataConfig:
             raise ValueError(f"val_split must be in [0, 1), got {self.val_split}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
+        if self.early_epochs < 0 or (self.early_size is not None and self.early_size < 8):
+            raise ValueError("early_epochs must not be negative and early_size must be at least 8")
+        if self.early_epochs and self.early_size is None:
+            raise ValueError("early_epochs needs early_size (the side of the early epochs' images)")
 
 
 @dataclass

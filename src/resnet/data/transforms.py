@@ -6,9 +6,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-PRESETS = ("none", "flip", "light", "paper", "strong")
+PRESETS = ("none", "flip", "light", "paper", "erase", "strong")
+# Random erasing (Zhong et al. 2017) per preset: the probability an image gets one erased box.
+ERASE_P = {"erase": 0.5, "strong": 0.25}
 # none: nothing; flip: mirror only; light: mirror + translation by size/16 (2 px at 32, airbench's);
 # paper: mirror + translation by size/8 (4 px at 32, the 2015 paper's CIFAR setting);
+# erase: paper + random erasing with p 0.5 (Zhong et al.'s setting);
 # strong: paper + TrivialAugment (streamed data) + random erasing + MixUp/CutMix.
 
 
@@ -55,8 +58,8 @@ def eval_transform(pre: dict) -> EvalTransform:
 
 
 def pad_for(size: int, preset: str = "paper") -> int:
-    """Translation range of a preset: 4 px at 32 px for 'paper' (the paper's CIFAR setting), 2 px
-    for 'light', none for 'none' and 'flip'."""
+    """Translation range of a preset: 4 px at 32 px for 'paper', 'erase' and 'strong' (the paper's
+    CIFAR setting), 2 px for 'light', none for 'none' and 'flip'."""
     if preset in ("none", "flip"):
         return 0
     return max(1, size // 16) if preset == "light" else max(1, size // 8)
@@ -86,8 +89,8 @@ def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
             v2.ToDtype(torch.float32, scale=True),
         ]
     ops.append(v2.Normalize(pre["mean"], pre["std"]))
-    if preset == "strong":
-        ops.append(v2.RandomErasing(p=0.25))
+    if preset in ERASE_P:
+        ops.append(v2.RandomErasing(p=ERASE_P[preset]))
     return v2.Compose(ops)
 
 
@@ -104,7 +107,8 @@ class BatchAugment:
         self.preset = preset
         self.pad = pad_for(size, preset)
         self.flip = flip and preset != "none"
-        self.erase = preset == "strong"
+        self.erase_p = ERASE_P.get(preset, 0.0)
+        self.erase = self.erase_p > 0
 
     def sample(self, n: int, g: torch.Generator, h: int, w: int) -> dict[str, torch.Tensor]:
         p = self.pad
@@ -113,13 +117,13 @@ class BatchAugment:
             "dx": torch.randint(0, 2 * p + 1, (n,), generator=g),
             "flip": torch.rand(n, generator=g) < 0.5,
         }
-        if self.erase:  # random erasing: p=0.25, 2-33 % of the area, aspect 0.3-3.3
+        if self.erase:  # random erasing: 2-33 % of the area, aspect 0.3-3.3
             area = torch.empty(n).uniform_(0.02, 0.33, generator=g) * h * w
             ratio = torch.exp(torch.empty(n).uniform_(-1.2, 1.2, generator=g))
             eh = (area * ratio).sqrt().round().clamp(1, h).long()
             ew = (area / ratio).sqrt().round().clamp(1, w).long()
             params |= {
-                "erase": torch.rand(n, generator=g) < 0.25,
+                "erase": torch.rand(n, generator=g) < self.erase_p,
                 "eh": eh,
                 "ew": ew,
                 "ey": (torch.rand(n, generator=g) * (h - eh + 1)).long(),

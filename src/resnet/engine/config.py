@@ -31,6 +31,9 @@ class ModelConfig:
 
     name: str = "resnet20"
     options: dict[str, Any] = field(default_factory=dict)
+    # Start the first conv from the whitening filters of the training images' patches
+    # (airbench's first layer; engine/whiten.py). For training from scratch.
+    whiten_stem: bool = False
 
 
 @dataclass
@@ -90,6 +93,7 @@ class RunConfig:
     out: str | None = None  # default runs/<model>-<data>
     eval_every: int = 1
     tta: bool = True  # evaluate on the image and its mirror (only when flips are augmented)
+    tta_shift: int = 0  # N > 0: also views moved N px each way (weighted 1/2, 1/4, 1/4)
     sync_bn: bool = False
     time_limit: float | None = None  # seconds: stop after the epoch that passes it
 
@@ -100,6 +104,8 @@ class RunConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.eval_every < 1:
             raise ValueError("eval_every must be at least 1")
+        if self.tta_shift < 0:
+            raise ValueError(f"tta_shift must be 0 or more pixels, got {self.tta_shift}")
 
 
 @dataclass

@@ -104,6 +104,9 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
 def check_model_config(cfg: TrainConfig) -> None:
     """Refuses an unknown model name or option before any data is loaded."""
     models.get_entry(cfg.model.name)
+    if cfg.model.whiten_stem and cfg.finetune.weights:
+        raise ResNetError("whiten_stem initialises a net trained from scratch; it cannot be "
+                          "combined with --weights")
     unknown = set(cfg.model.options) - models.registry.OPTIONS
     if unknown:
         raise ResNetError(f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
@@ -191,7 +194,12 @@ class Trainer:
             self.data.set_preprocessing(state["preprocessing"])  # a fine-tuning run resumed
         if self.device.type == "cuda" and self.data.in_memory:
             self.data.to(self.device)
+        if cfg.run.tta_shift >= min(self.data.preprocessing["size"]):
+            raise ResNetError(f"tta_shift {cfg.run.tta_shift} px must be smaller than the "
+                              f"{min(self.data.preprocessing['size'])} px images")
         self.model = build_model(cfg, self.data)
+        if cfg.model.whiten_stem and state is None:
+            self._whiten_stem()
         if cfg.run.sync_bn and self.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.amp_dtype, needs_scaler = resolve_precision(cfg.run.precision, self.device)
@@ -236,6 +244,26 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if self.cfg.run.compile:
             self.net = torch.compile(self.net)
+
+    def _whiten_stem(self, count: int = 5000) -> None:
+        from .whiten import whiten_first_conv_
+
+        images = self.data.train.images
+        if images is None:  # streamed data: the first batches of the first epoch
+            loader = self.data.loader("train", self.cfg.data, train=True, seed=self.cfg.run.seed)
+            loader.set_epoch(0)
+            batches, n = [], 0
+            for x, _ in loader:
+                batches.append(x)
+                n += x.shape[0]
+                if n >= count:
+                    break
+            images = torch.cat(batches)
+        try:
+            n = whiten_first_conv_(self.model, images, max_images=count)
+        except ValueError as e:
+            raise ResNetError(str(e)) from None
+        self.log(f"first conv: {n} filters set to the training patches' whitening")
 
     # -- fine-tuning hooks (weights / freezing), provided by engine.finetune -----------------
     def _finetune_setup(self) -> None:
@@ -327,6 +355,9 @@ class Trainer:
         self._train_mode()
         self.train_loader.set_epoch(epoch)
         _seed_epoch(cfg.run.seed, epoch)
+        size = None  # progressive resizing: smaller images in the first epochs
+        if epoch < cfg.data.early_epochs:
+            size = (cfg.data.early_size, cfg.data.early_size)
         mix = None
         if cfg.data.augment == "strong":
             from ..data.transforms import mixup_cutmix
@@ -342,7 +373,7 @@ class Trainer:
             total=self.steps_per_epoch,
             leave=False,
             unit="batch",
-            desc=f"epoch {epoch + 1}/{cfg.run.epochs}",
+            desc=f"epoch {epoch + 1}/{cfg.run.epochs}" + (f" @{size[0]}px" if size else ""),
             disable=not self.progress,
             dynamic_ncols=True,
         )
@@ -356,6 +387,8 @@ class Trainer:
             )
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
+            if size is not None:
+                x = F.interpolate(x, size=size, mode="bilinear", antialias=True)
             target = y
             if mix is not None:
                 x, target = mix(x, y)
@@ -419,6 +452,7 @@ class Trainer:
             self.device,
             amp_dtype=self.amp_dtype,
             tta=self.cfg.run.tta and self.cfg.data.flip,  # no mirrored view if flips are off
+            tta_shift=self.cfg.run.tta_shift,
             progress=self.progress,
             desc=split,
         )

@@ -21,6 +21,7 @@ def validate(
     batch_size: int = 256,
     workers: int | None = None,
     tta: bool | None = None,
+    tta_shift: int | None = None,
     out: Path | None = None,
     device: str = "cpu",
 ) -> dict:
@@ -48,10 +49,16 @@ def validate(
         workers=workers,
     )
     dev = torch.device(device)
+    run_cfg = state.get("config", {}).get("run", {})
     if tta is None:  # as the training run evaluated: flip TTA only where flips were augmented
-        run_cfg = state.get("config", {}).get("run", {})
         tta = bool(run_cfg.get("tta", False) and data_cfg.get("flip", True))
-    metrics = evaluate(model.to(dev), loader, len(classes), dev, tta=tta, progress=True, desc=split)
+    if tta_shift is None:
+        tta_shift = int(run_cfg.get("tta_shift", 0))
+    if not 0 <= tta_shift < min(pre["size"]):
+        raise ResNetError(f"--tta-shift must be 0 to {min(pre['size']) - 1} pixels for "
+                          f"{min(pre['size'])} px images, got {tta_shift}")
+    metrics = evaluate(model.to(dev), loader, len(classes), dev, tta=tta, tta_shift=tta_shift,
+                       progress=True, desc=split)
     ckpt = Path(checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     out = out or run_dir / f"val-{split}"

@@ -26,7 +26,7 @@ class ResNetSpec:
         depths: blocks per stage.
         widths: base width (planes) per stage; a stage outputs `width * expansion` channels.
         stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D), "cifar" (one 3x3/1)
-            or "pool" (one 3x3/1 + 2x2 max-pool: the CIFAR stem with the first stage at half
+            or "pool" (3x3/1 conv, 2x2 max-pool, then BN-ReLU: the first stage at half
             resolution, a quarter of its cost; used by the speed-run nets).
         stem_width: channels out of the stem.
         shortcut: "A" zero-pad identity, "B" 1x1 projection, "D" avg-pool + projection.
@@ -186,15 +186,18 @@ class ResNet(nn.Module):
         self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
         self.act1 = nn.Identity() if bare_stem else nn.ReLU(inplace=True)
         has_pool = spec.stem != "cifar" and not small_input
+        # The pool stem pools straight after its conv, as airbench does: BatchNorm and ReLU then
+        # run on a quarter of the pixels (the full-resolution ones cost 16 % of a training step).
+        self.pool_first = spec.stem == "pool"
         if spec.stem == "pool":
             self.maxpool = nn.MaxPool2d(2)
         else:
             self.maxpool = nn.MaxPool2d(3, 2, 1) if has_pool else nn.Identity()
-        reduction = 1 if spec.stem in SMALL_STEMS else stride
+        reduction = {"cifar": 1, "pool": 2}.get(spec.stem, stride)
         self.feature_info = [
             dict(num_chs=sw, reduction=reduction, module="conv1" if bare_stem else "act1")
         ]
-        reduction *= 2 if has_pool else 1
+        reduction *= 2 if has_pool and not self.pool_first else 1
 
         # Stages.
         total = sum(spec.depths)
@@ -272,6 +275,8 @@ class ResNet(nn.Module):
         self.options["grad_checkpointing"] = enable
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_first:
+            return self.act1(self.bn1(self.maxpool(self.conv1(x))))
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
     @torch.jit.unused

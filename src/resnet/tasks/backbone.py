@@ -73,10 +73,15 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         body = self.body
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        x = body.act1(body.bn1(body.conv1(x)))
+        x = body.conv1(x)
+        pool_first = getattr(body, "pool_first", False)
+        if pool_first:
+            x = body.maxpool(x)
+        x = body.act1(body.bn1(x))
         if 0 in self.out_indices:
-            out["stem"] = x  # before the max-pool, where feature_info places it
-        x = body.maxpool(x)
+            out["stem"] = x  # where feature_info places it: before an ImageNet stem's max-pool
+        if not pool_first:
+            x = body.maxpool(x)
         for i, stage in enumerate(body.stages(), start=1):
             if i > self.out_indices[-1]:
                 break  # deeper stages are not needed
