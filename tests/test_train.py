@@ -255,8 +255,15 @@ def test_whitened_stem_decorrelates_real_patches():
     rgb = torch.cat([x, x.flip(2), x.flip(3)], 1)
     m = resnet.create("fast_resnet8", num_classes=10, in_chans=3)
     assert whiten_first_conv_(m, rgb) == 32
-    var = [F.conv2d(rgb, f[None]).var().item() for f in m.conv1.weight.detach()[0::2]]
+    filters = m.conv1.weight.detach()[0::2].double()  # the 16 positive filters
+    var = [F.conv2d(rgb.double(), f[None]).var().item() for f in filters]
     assert all(v == pytest.approx(1, rel=0.05) for v in var)
+    # Each filter is v / sqrt(lambda + eps): its squared norm gives back the eigenvalue, and the
+    # 16 kept are the 16 largest of the 27 of the patch covariance, largest first.
+    patches = rgb.double().unfold(2, 3, 1).unfold(3, 3, 1).permute(0, 2, 3, 1, 4, 5)
+    top = torch.linalg.eigvalsh(torch.cov(patches.reshape(-1, 27).T)).flip(0)[:16]
+    kept = 1 / filters.flatten(1).pow(2).sum(1) - 5e-4
+    assert torch.allclose(kept, top, rtol=1e-3), (kept, top)  # float32 weights, n-1 vs n
     with pytest.raises(ValueError, match="input channels"):
         whiten_first_conv_(m, x)
 

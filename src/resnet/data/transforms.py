@@ -108,7 +108,6 @@ class BatchAugment:
         self.pad = pad_for(size, preset)
         self.flip = flip and preset != "none"
         self.erase_p = ERASE_P.get(preset, 0.0)
-        self.erase = self.erase_p > 0
 
     def sample(self, n: int, g: torch.Generator, h: int, w: int) -> dict[str, torch.Tensor]:
         p = self.pad
@@ -117,7 +116,7 @@ class BatchAugment:
             "dx": torch.randint(0, 2 * p + 1, (n,), generator=g),
             "flip": torch.rand(n, generator=g) < 0.5,
         }
-        if self.erase:  # random erasing: 2-33 % of the area, aspect 0.3-3.3
+        if self.erase_p:  # random erasing: 2-33 % of the area, aspect 0.3-3.3
             area = torch.empty(n).uniform_(0.02, 0.33, generator=g) * h * w
             ratio = torch.exp(torch.empty(n).uniform_(-1.2, 1.2, generator=g))
             eh = (area * ratio).sqrt().round().clamp(1, h).long()
@@ -147,7 +146,7 @@ class BatchAugment:
             x = xp.gather(3, cols)
         if self.flip:
             x = torch.where(params["flip"][:, None, None, None], x.flip(3), x)
-        if self.erase:
+        if self.erase_p:
             ys = torch.arange(h, device=x.device)[None, :, None]
             xs = torch.arange(w, device=x.device)[None, None, :]
             ey, ex = params["ey"][:, None, None], params["ex"][:, None, None]
