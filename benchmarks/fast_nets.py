@@ -5,7 +5,7 @@ random data, the speed run's optimiser) of every net in turn; a net's figure is 
 so a burst of load from other machines' jobs hits every net alike. The MACs are the forward
 convolutions' and linear layers' multiply-accumulates per image.
 
-    .venv/bin/python benchmarks/fast_nets.py [--models fast_resnet8_32,fast_resnet8] [--batch 512]
+    .venv/bin/python benchmarks/fast_nets.py [--models fast_resnet8_24,fast_resnet8] [--batch 512]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from resnet.engine.trainer import cpu_has_bf16
 from resnet.models import count_params
 from resnet.models.registry import count_macs
 
-DEFAULT = "fast_resnet8_32,fast_resnet8,fast_resnet8_64,fast_resnet14,resnet20"
+DEFAULT = "fast_resnet8_24,fast_resnet8_32,fast_resnet8,fast_resnet8_64,fast_resnet14,resnet20"
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from resnet.data import DataConfig, load_data, transforms
-from resnet.data.images import load_image, scan, stratified_split, stratified_subset
-from resnet.data.loaders import TensorLoader
+from resnet.data.images import ImageList, load_image, scan, stratified_split, stratified_subset
+from resnet.data.loaders import FileDataset, StreamLoader, TensorLoader
 from resnet.data.transforms import BatchAugment
 from resnet.errors import ResNetError
 
@@ -311,3 +311,57 @@ def test_cli_augment_choices_are_the_presets():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     action = next(a for a in train._actions if a.dest == "augment")
     assert tuple(action.choices) == transforms.PRESETS
+
+
+def _flip_states(batches, originals):
+    """{label: mirrored?} for batches of images whose label is their index in `originals`."""
+    states = {}
+    for x, y in batches:
+        for img, i in zip(x, y.tolist(), strict=True):
+            same, mirrored = torch.equal(img, originals[i]), torch.equal(img, originals[i].flip(-1))
+            assert same != mirrored  # exactly one view, nothing else changed
+            states[i] = mirrored
+    return [states[i] for i in range(len(originals))]
+
+
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
+    images, labels = torch.randn(64, 1, 8, 8), torch.arange(64)
+    aug = BatchAugment("flip", 8, flip=True, alternate_flip=True)
+    loader = TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=3)
+    epochs = []
+    for e in range(4):
+        loader.set_epoch(e)
+        epochs.append(torch.tensor(_flip_states(loader, images)))
+    assert 16 < int(epochs[0].sum()) < 48  # the first choice is a coin toss per image
+    for a, b in zip(epochs, epochs[1:], strict=False):
+        assert torch.equal(a, ~b)  # every image changes view every epoch
+    coin = BatchAugment("flip", 8, flip=True)  # the default: independent tosses
+    random_loader = TensorLoader(images, labels, batch_size=16, shuffle=True, augment=coin, seed=3)
+    tosses = []
+    for e in range(2):
+        random_loader.set_epoch(e)
+        tosses.append(torch.tensor(_flip_states(random_loader, images)))
+    assert (tosses[0] == tosses[1]).any()
+    ranks = [TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=3,
+                          rank=r, world_size=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(3)
+    for (xa, _), (x0, _), (x1, _) in zip(loader, *ranks, strict=True):  # loader is at epoch 3
+        assert torch.equal(torch.cat([x0, x1]), xa)  # two processes see the same views as one
+
+    # Streamed files: the same schedule, applied after the per-image transform.
+    for i in range(12):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (8, 8), np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+    items = ImageList([tmp_path / f"{i}.png" for i in range(12)], list(range(12)), ["x"] * 12, 1)
+    plain = torch.stack([load_image(p, 1) for p in items.paths])
+    ds = FileDataset(items, lambda x: x, alternate_flip_seed=3)
+    stream = StreamLoader(ds, batch_size=4, shuffle=True, workers=0, seed=3)
+    views = []
+    for e in range(3):
+        stream.set_epoch(e)
+        views.append(torch.tensor(_flip_states(stream, plain)))
+    assert torch.equal(views[0], ~views[1]) and torch.equal(views[1], ~views[2])
+    with pytest.raises(ValueError, match="alternate_flip needs flips"):
+        DataConfig(augment="none", alternate_flip=True)

@@ -102,6 +102,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path)
         "--quiet",
         "--ema",
         "0.9",
+        "--lookahead",
+        "4",  # does not divide an epoch's 15 steps: checkpoints fall between two syncs
+        "--alternate-flip",
     ]
     full = _cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
@@ -130,6 +133,52 @@ def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path)
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
     wa, wb = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(last)
     assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_only_with_a_larger_limit(digits_folder, tmp_path):
+    from resnet.errors import ResNetError
+
+    out = tmp_path / "run"
+    first = train(small_config(str(digits_folder), out, epochs=3, time_limit=1e-3),
+                  progress=False, log=lambda *a: None)
+    assert first["epochs"] == 1  # the limit stops the run after its first epoch
+    with pytest.raises(ResNetError, match="larger --time-limit"):
+        train(resume=out, progress=False, log=lambda *a: None)
+    done = train(resume=out, time_limit=1e6, progress=False, log=lambda *a: None)
+    assert done["epochs"] == 3
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    r = _cli("train", "--resume", str(out), "--time-limit", "5", "--lr", "0.1")
+    assert r.returncode == 2 and "--epochs and --time-limit (got --lr)" in r.stderr, r.stderr
+    with pytest.raises(ValueError, match="time_limit must be positive"):
+        small_config(str(digits_folder), tmp_path / "x", time_limit=0)
+
+
+def test_lookahead_moves_slow_weights_alpha_of_the_way_every_k_steps():
+    from resnet.engine.optim import Lookahead
+
+    net = torch.nn.Linear(3, 1, bias=False)
+    start = net.weight.detach().clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    la = Lookahead(net, k=2, alpha=0.25)
+    x = torch.randn(8, 3)
+    fast = start.clone()
+    for step in range(1, 5):
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        grad = net.weight.grad.detach().clone()
+        opt.step()
+        fast = fast - 0.1 * grad
+        la.step()
+        if step % 2 == 0:  # sync: slow += 0.25 (fast - slow), training restarts from slow
+            start = start + 0.25 * (fast - start)
+            fast = start.clone()
+        assert torch.allclose(net.weight, fast, atol=1e-6), step
+    assert torch.allclose(la.slow[0], start, atol=1e-6)
+    la.step()  # one step past a sync: count 5, slow weights kept through a state round trip
+    again = Lookahead(net, k=2, alpha=0.25)
+    again.load_state_dict(la.state_dict())
+    assert again.count == 5 and torch.equal(again.slow[0], la.slow[0])
 
 
 def test_val_and_predict_from_the_checkpoint_alone(digits_folder, tmp_path):
@@ -281,6 +330,35 @@ def test_trainer_whitens_the_stem_only_when_training_from_scratch(digits_folder,
                        "run": {"out": str(tmp_path / "run2")}})
     with pytest.raises(ResNetError, match="from scratch"):
         Trainer(bad, progress=False, log=lambda *a: None)
+
+
+def test_frozen_whitened_stem_stays_fixed_while_the_rest_trains(digits_folder, tmp_path):
+    from resnet.errors import ResNetError
+
+    cfg = small_config(str(digits_folder), tmp_path / "run", epochs=1).updated(
+        {"model": {"name": "fast_resnet8_32", "whiten_stem": True, "freeze_whitened": True}}
+    )
+    tr = Trainer(cfg, progress=False, log=lambda *a: None)
+    stem, block = (tr.model.conv1.weight.detach().clone(),
+                   tr.model.layer1[0].conv1.weight.detach().clone())
+    assert torch.equal(stem[1:16:2], -stem[0:16:2])  # whitened: 8 directions, both signs
+    tr.fit()
+    assert torch.equal(tr.model.conv1.weight, stem)
+    assert not torch.equal(tr.model.layer1[0].conv1.weight, block)
+    assert tr.model.bn1.weight.requires_grad  # the stem's norm still trains
+    for change, match in (({"whiten_stem": False}, "needs whiten_stem"),):
+        with pytest.raises(ResNetError, match=match):
+            Trainer(cfg.updated({"model": change}), progress=False, log=lambda *a: None)
+    with pytest.raises(ResNetError, match="--freeze"):
+        Trainer(cfg.updated({"finetune": {"freeze": "stages:1"}}), progress=False,
+                log=lambda *a: None)
+    wide_stem = cfg.updated({"model": {"name": "fast_resnet8"},
+                             "run": {"out": str(tmp_path / "b")}})
+    with pytest.raises(ResNetError, match="only 18 of the first conv's 32 filters"):
+        Trainer(wide_stem, progress=False, log=lambda *a: None)
+    bn_eval = cfg.updated({"finetune": {"bn_eval": True}, "run": {"out": str(tmp_path / "c")}})
+    bn_eval = Trainer(bn_eval, progress=False, log=lambda *a: None)
+    assert not bn_eval.model.conv1.weight.requires_grad  # the fine-tuning hooks do not undo it
 
 
 def test_shift_tta_averages_views_moved_each_way():

@@ -11,11 +11,13 @@ from ..errors import ResNetError
 FLAG_MAP = {
     "model": ("model", "name"),
     "whiten_stem": ("model", "whiten_stem"),
+    "freeze_whitened": ("model", "freeze_whitened"),
     "data": ("data", "source"),
     "val_split": ("data", "val_split"),
     "subset": ("data", "subset"),
     "augment": ("data", "augment"),
     "flip": ("data", "flip"),
+    "alternate_flip": ("data", "alternate_flip"),
     "batch_size": ("data", "batch_size"),
     "workers": ("data", "workers"),
     "in_memory": ("data", "in_memory"),
@@ -33,6 +35,8 @@ FLAG_MAP = {
     "label_smoothing": ("optim", "label_smoothing"),
     "clip_grad": ("optim", "clip_grad"),
     "ema": ("optim", "ema_decay"),
+    "lookahead": ("optim", "lookahead_steps"),
+    "lookahead_alpha": ("optim", "lookahead_alpha"),
     "weights": ("finetune", "weights"),
     "freeze": ("finetune", "freeze"),
     "backbone_lr_mult": ("finetune", "backbone_lr_mult"),
@@ -76,6 +80,8 @@ def add_parser(sub) -> None:
     )
     g.add_argument("--whiten-stem", action="store_true", default=S,
                    help="start the first conv from the training patches' whitening (airbench)")
+    g.add_argument("--freeze-whitened", action="store_true", default=S,
+                   help="with --whiten-stem: keep the whitened first conv fixed (airbench)")
     g.add_argument("--data", help="fashion-mnist, an image folder, or a CSV of path,label")
     g.add_argument(
         "--task",
@@ -93,6 +99,12 @@ def add_parser(sub) -> None:
         action="store_false",
         default=S,
         help="no horizontal flips (laterality-sensitive images)",
+    )
+    d.add_argument(
+        "--alternate-flip",
+        action="store_true",
+        default=S,
+        help="mirror each image in every other epoch instead of at random (airbench)",
     )
     d.add_argument("--batch-size", type=int, help="global batch size")
     d.add_argument("--workers", type=int, help="DataLoader workers for streamed data")
@@ -115,6 +127,10 @@ def add_parser(sub) -> None:
     o.add_argument("--label-smoothing", type=float)
     o.add_argument("--clip-grad", type=float, help="clip the gradient norm")
     o.add_argument("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights")
+    o.add_argument("--lookahead", type=int, metavar="K",
+                   help="lookahead: every K steps pull the weights back towards slow weights")
+    o.add_argument("--lookahead-alpha", type=float, metavar="A",
+                   help="lookahead: how far the slow weights move each time (default 0.5)")
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--weights", help="torchvision:IMAGENET1K_V2, timm:resnet50.a1_in1k, a file...")
     f.add_argument("--freeze", help="none | backbone | stages:K")
@@ -131,7 +147,9 @@ def add_parser(sub) -> None:
     r.add_argument("--tta-shift", type=int, metavar="PX",
                    help="also evaluate views moved PX pixels each way (airbench's TTA: 1)")
     r.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm (distributed)")
-    r.add_argument("--time-limit", type=float, help="stop after the epoch that passes N seconds")
+    r.add_argument("--time-limit", type=float,
+                   help="stop after the epoch that passes N seconds of training (the whole run's, "
+                        "resumed parts included; with --resume: a new limit)")
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder from last.pt")
     r.add_argument("--nproc", type=int, help="start N processes on this machine (torchrun)")
@@ -173,7 +191,10 @@ def config_from_args(args):
             k, v = item.split("=", 1)
             opts[k.strip()] = _parse_value(v)
         overrides.setdefault("model", {})["options"] = opts
-    return cfg.updated(overrides) if overrides else cfg
+    cfg = cfg.updated(overrides) if overrides else cfg
+    if getattr(args, "lookahead_alpha", None) is not None and not cfg.optim.lookahead_steps:
+        raise ResNetError("--lookahead-alpha needs --lookahead K (the steps between syncs)")
+    return cfg
 
 
 def run(args) -> int:
@@ -201,12 +222,17 @@ def run(args) -> int:
     if args.resume:
         if not Path(args.resume).exists():
             raise ResNetError(f"nothing to resume at {args.resume}")
-        given = [f for f in FLAG_MAP if f != "epochs" and getattr(args, f, None) is not None]
+        given = [
+            f
+            for f in FLAG_MAP
+            if f not in ("epochs", "time_limit") and getattr(args, f, None) is not None
+        ]
         given += [f for f in ("config", "recipe", "opt") if getattr(args, f, None)]
         if given:
             raise ResNetError(f"--resume continues the run as it was configured; it takes only "
-                              f"--epochs (got --{given[0].replace('_', '-')})")
-        train(resume=args.resume, epochs=args.epochs, progress=progress)
+                              f"--epochs and --time-limit (got --{given[0].replace('_', '-')})")
+        train(resume=args.resume, epochs=args.epochs, time_limit=args.time_limit,
+              progress=progress)
         return 0
     train(config_from_args(args), progress=progress)
     return 0

@@ -38,6 +38,9 @@ class DataConfig:
             (mirror + size/8 pad-and-crop), "erase" (paper + random erasing, p 0.5) or
             "strong" (+ TrivialAugment / random erasing p 0.25 / mixup-cutmix).
         flip: horizontal flips in the augmentation (turn off for laterality-sensitive images).
+        alternate_flip: derandomised flips (airbench): each training image is mirrored in every
+            other epoch, from a random first choice per image, instead of a coin toss per epoch
+            (an image is seen in the other view each time it comes back).
         batch_size: the global batch.
         workers: DataLoader workers for streamed data (None: automatic).
         in_memory: "auto" (when it fits in `memory_limit_gb`), "yes" or "no".
@@ -55,6 +58,7 @@ class DataConfig:
     subset: int | None = None
     augment: str = "paper"
     flip: bool = True
+    alternate_flip: bool = False
     batch_size: int = 128
     workers: int | None = None
     in_memory: str = "auto"
@@ -81,6 +85,8 @@ class DataConfig:
             raise ValueError(f"image_size must be at least 8, got {self.image_size}")
         if self.early_epochs < 0 or (self.early_size is not None and self.early_size < 8):
             raise ValueError("early_epochs must not be negative and early_size must be at least 8")
+        if self.alternate_flip and (not self.flip or self.augment == "none"):
+            raise ValueError("alternate_flip needs flips (flip on, augment not none)")
         if self.early_epochs and self.early_size is None:
             raise ValueError("early_epochs needs early_size (the side of the early epochs' images)")
 
@@ -156,7 +162,9 @@ class DataBundle:
             raise ResNetError(f"batch size {bs} does not divide over {world_size} processes")
         if data.images is not None:
             aug = (
-                BatchAugment(cfg.augment, self.preprocessing["size"][0], cfg.flip)
+                BatchAugment(
+                    cfg.augment, self.preprocessing["size"][0], cfg.flip, cfg.alternate_flip
+                )
                 if train
                 else None
             )
@@ -172,13 +180,14 @@ class DataBundle:
                 world_size=world_size,
                 channels_last=channels_last,
             )
+        alternate = train and cfg.alternate_flip
         tf = (
-            train_transform(self.preprocessing, cfg.augment, cfg.flip)
+            train_transform(self.preprocessing, cfg.augment, cfg.flip and not alternate)
             if train
             else eval_transform(self.preprocessing)
         )
         return StreamLoader(
-            FileDataset(data.files, tf),
+            FileDataset(data.files, tf, alternate_flip_seed=seed if alternate else None),
             batch_size=bs,
             shuffle=train,
             workers=cfg.workers,

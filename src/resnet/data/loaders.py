@@ -25,6 +25,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Derandomised flips (airbench): image i is mirrored in epoch e iff first[i] xor (e odd),
+    where first[] is one coin toss per image for the whole run."""
+    first = torch.rand(n, generator=epoch_generator(seed, -1)) < 0.5
+    return first ^ bool(epoch % 2)
+
+
 class TensorLoader:
     """Batches from one normalised tensor [N, C, H, W], augmented a whole batch at a time.
 
@@ -69,9 +76,15 @@ class TensorLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         h, w = self.images.shape[-2:]
+        alternate = self.augment is not None and self.augment.alternate_flip
+        flips = alternating_flips(n, self.seed, self.epoch) if alternate else None
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            params = self.augment.sample(len(idx), g, h, w) if self.augment else None
+            params = (
+                self.augment.sample(len(idx), g, h, w, None if flips is None else flips[idx])
+                if self.augment
+                else None
+            )
             if self.world_size > 1:
                 per = math.ceil(len(idx) / self.world_size)
                 part = slice(self.rank * per, (self.rank + 1) * per)
@@ -87,17 +100,30 @@ class TensorLoader:
 
 
 class FileDataset(Dataset):
-    """Images decoded from disk on demand, for data sets too large to hold in memory."""
+    """Images decoded from disk on demand, for data sets too large to hold in memory.
 
-    def __init__(self, items: ImageList, transform):
+    With `alternate_flip_seed`, image i is mirrored after `transform` in the epochs that
+    `alternating_flips` says (the loader sets `epoch` before each epoch's workers start).
+    """
+
+    def __init__(self, items: ImageList, transform, alternate_flip_seed: int | None = None):
         self.items, self.transform = items, transform
+        self.alternate_flip_seed, self.epoch, self.flips = alternate_flip_seed, 0, None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.alternate_flip_seed is not None:
+            self.flips = alternating_flips(len(self.items), self.alternate_flip_seed, epoch)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        x = load_image(self.items.paths[i], self.items.in_chans)
-        return self.transform(x), self.items.labels[i]
+        x = self.transform(load_image(self.items.paths[i], self.items.in_chans))
+        if self.flips is not None and self.flips[i]:
+            x = x.flip(-1)
+        return x, self.items.labels[i]
 
 
 class _EpochShuffle(Sampler):
@@ -181,6 +207,7 @@ class StreamLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.dataset.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
 

@@ -101,20 +101,24 @@ class BatchAugment:
     per rank, so one process and N processes see exactly the same augmented samples.
     """
 
-    def __init__(self, preset: str, size: int, flip: bool = True):
+    def __init__(self, preset: str, size: int, flip: bool = True, alternate_flip: bool = False):
         if preset not in PRESETS:
             raise ValueError(f"augmentation preset must be one of {', '.join(PRESETS)}")
         self.preset = preset
         self.pad = pad_for(size, preset)
         self.flip = flip and preset != "none"
+        self.alternate_flip = alternate_flip and self.flip  # the loader supplies the flips
         self.erase_p = ERASE_P.get(preset, 0.0)
 
-    def sample(self, n: int, g: torch.Generator, h: int, w: int) -> dict[str, torch.Tensor]:
+    def sample(
+        self, n: int, g: torch.Generator, h: int, w: int, flip: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Random parameters for n images; `flip` (bool [n]) replaces the coin tosses."""
         p = self.pad
         params = {
             "dy": torch.randint(0, 2 * p + 1, (n,), generator=g),
             "dx": torch.randint(0, 2 * p + 1, (n,), generator=g),
-            "flip": torch.rand(n, generator=g) < 0.5,
+            "flip": torch.rand(n, generator=g) < 0.5 if flip is None else flip,
         }
         if self.erase_p:  # random erasing: 2-33 % of the area, aspect 0.3-3.3
             area = torch.empty(n).uniform_(0.02, 0.33, generator=g) * h * w

@@ -34,6 +34,10 @@ class ModelConfig:
     # Start the first conv from the whitening filters of the training images' patches
     # (airbench's first layer; engine/whiten.py). For training from scratch.
     whiten_stem: bool = False
+    # Keep the whitened first conv fixed for the whole run (airbench does): no gradient is
+    # computed for it, so a step is a little cheaper. Needs whiten_stem, and a first conv with
+    # no more filters than whitening fills (2 x in_chans x k x k), else it would freeze random ones.
+    freeze_whitened: bool = False
 
 
 @dataclass
@@ -51,6 +55,10 @@ class OptimConfig:
     clip_grad: float | None = None
     ema_decay: float | None = None  # e.g. 0.999; evaluation then uses the averaged weights
     norm_bias_lr_mult: float = 1.0  # airbench trains norm biases faster
+    # Lookahead (Zhang et al. 2019): every k steps the slow weights move alpha of the way to the
+    # trained ones, and training restarts from them. 0 = off.
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -67,6 +75,8 @@ class OptimConfig:
             raise ValueError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"gradient clipping must be positive, got {self.clip_grad}")
+        if self.lookahead_steps < 0 or not 0.0 < self.lookahead_alpha <= 1.0:
+            raise ValueError("lookahead steps must not be negative and alpha must be in (0, 1]")
 
 
 @dataclass
@@ -106,6 +116,8 @@ class RunConfig:
             raise ValueError("eval_every must be at least 1")
         if self.tta_shift < 0:
             raise ValueError(f"tta_shift must be 0 or more pixels, got {self.tta_shift}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ValueError(f"time_limit must be positive seconds, got {self.time_limit}")
 
 
 @dataclass

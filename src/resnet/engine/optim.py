@@ -89,3 +89,33 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> f
     for g in optimizer.param_groups:
         g["lr"] = base_lr * g.get("lr_mult", 1.0) * factor
     return base_lr * factor
+
+
+class Lookahead:
+    """Lookahead (Zhang et al. 2019) around any optimiser: call `step()` after each of its steps.
+
+    Every `k` steps the slow weights move `alpha` of the way towards the trained (fast) weights,
+    and the fast weights restart from them; buffers (BatchNorm statistics) are left alone.
+    """
+
+    def __init__(self, model: torch.nn.Module, k: int, alpha: float):
+        self.params = [p for p in model.parameters() if torch.is_floating_point(p)]
+        self.slow = [p.detach().clone() for p in self.params]
+        self.k, self.alpha, self.count = k, alpha, 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.count += 1
+        if self.count % self.k:
+            return
+        fast = [p.detach() for p in self.params]
+        torch._foreach_lerp_(self.slow, fast, self.alpha)
+        torch._foreach_copy_(fast, self.slow)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "slow": [s.cpu() for s in self.slow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        for s, saved in zip(self.slow, state["slow"], strict=True):
+            s.copy_(saved)

@@ -107,6 +107,11 @@ def check_model_config(cfg: TrainConfig) -> None:
     if cfg.model.whiten_stem and cfg.finetune.weights:
         raise ResNetError("whiten_stem initialises a net trained from scratch; it cannot be "
                           "combined with --weights")
+    if cfg.model.freeze_whitened and not cfg.model.whiten_stem:
+        raise ResNetError("freeze_whitened keeps the whitened first conv fixed; it needs "
+                          "whiten_stem")
+    if cfg.model.freeze_whitened and (cfg.finetune.freeze != "none" or cfg.finetune.unfreeze):
+        raise ResNetError("freeze_whitened cannot be combined with --freeze or finetune.unfreeze")
     unknown = set(cfg.model.options) - models.registry.OPTIONS
     if unknown:
         raise ResNetError(f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
@@ -136,6 +141,7 @@ class Trainer:
         *,
         resume: str | Path | None = None,
         epochs: int | None = None,
+        time_limit: float | None = None,
         progress: bool = True,
         log=print,
     ):
@@ -151,10 +157,24 @@ class Trainer:
                 if epochs <= state["epoch"] + 1:
                     raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
                 cfg.run.epochs = epochs
+            if time_limit is not None:  # the whole run's training time, resumed parts included
+                cfg.run.time_limit = time_limit
+            used, left = state.get("train_seconds", 0.0), state["epoch"] + 1 < cfg.run.epochs
+            if left and cfg.run.time_limit and used >= cfg.run.time_limit:
+                raise ResNetError(
+                    f"{ckpt} has trained {used:.0f} s, at or past the time limit of "
+                    f"{cfg.run.time_limit:.0f} s; resume with a larger --time-limit (the whole "
+                    f"run's training time) to go on"
+                )
         elif cfg is None:
             raise ValueError("a TrainConfig or a run folder to resume is needed")
-        elif epochs is not None:
-            cfg.run.epochs = epochs
+        else:
+            if epochs is not None:
+                cfg.run.epochs = epochs
+            if time_limit is not None:
+                cfg.run.time_limit = time_limit
+        if cfg.run.time_limit is not None and cfg.run.time_limit <= 0:
+            raise ResNetError(f"the time limit must be positive seconds, got {cfg.run.time_limit}")
         check_model_config(cfg)  # a typo in the model fails before the data set is read
         self.device = resolve_device(cfg.run.device)
         if cfg.run.sync_bn and self.device.type != "cuda":
@@ -206,6 +226,8 @@ class Trainer:
         fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=fmt)
         self._finetune_setup()
+        if cfg.model.freeze_whitened:  # after the fine-tuning hooks, which may unfreeze the stem
+            self._freeze_whitened()
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_scaler else None
         loader_kw = dict(
@@ -230,6 +252,13 @@ class Trainer:
 
             self.ema = AveragedModel(
                 self.model, multi_avg_fn=ema_update(cfg.optim.ema_decay), use_buffers=True
+            )
+        self.lookahead = None
+        if cfg.optim.lookahead_steps:
+            from .optim import Lookahead
+
+            self.lookahead = Lookahead(
+                self.model, cfg.optim.lookahead_steps, cfg.optim.lookahead_alpha
             )
         self.start_epoch, self.history, self.best = 0, [], -1.0
         self.train_seconds = 0.0
@@ -264,6 +293,20 @@ class Trainer:
         except ValueError as e:
             raise ResNetError(str(e)) from None
         self.log(f"first conv: {n} filters set to the training patches' whitening")
+
+    def _freeze_whitened(self) -> None:
+        """Keeps the first conv fixed (resumed runs too: the checkpoint holds its filters)."""
+        from .whiten import first_conv
+
+        conv = first_conv(self.model)
+        whitened = 2 * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        if conv.out_channels > whitened:
+            raise ResNetError(
+                f"freeze_whitened: only {whitened} of the first conv's {conv.out_channels} filters "
+                f"are whitened, the rest are random; use a net whose stem has at most {whitened} "
+                f"filters, or train the first conv"
+            )
+        conv.weight.requires_grad_(False)
 
     # -- fine-tuning hooks (weights / freezing), provided by engine.finetune -----------------
     def _finetune_setup(self) -> None:
@@ -319,6 +362,8 @@ class Trainer:
         if self.ema is not None:  # "model" holds the weights we evaluate; training resumes raw
             extra["raw_model"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             extra["ema_n_averaged"] = self.ema.n_averaged.detach().cpu()
+        if self.lookahead is not None:
+            extra["lookahead"] = self.lookahead.state_dict()
         return extra
 
     def _restore(self, state: dict) -> None:
@@ -327,6 +372,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(state["model"])
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        if self.lookahead is not None:
+            if "lookahead" not in state:
+                raise ResNetError("this checkpoint's config asks for lookahead but it holds no "
+                                  "lookahead state (a damaged or edited checkpoint)")
+            self.lookahead.load_state_dict(state["lookahead"])
         for epoch in sorted(int(e) for e in self.cfg.finetune.unfreeze if int(e) <= state["epoch"]):
             self._maybe_unfreeze(epoch)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -418,6 +468,8 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if self.lookahead is not None:
+                self.lookahead.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             n = y.shape[0]
@@ -568,11 +620,18 @@ def train(
     *,
     resume: str | Path | None = None,
     epochs: int | None = None,
+    time_limit: float | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary."""
-    trainer = Trainer(cfg, resume=resume, epochs=epochs, progress=progress, log=log)
+    """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary.
+
+    A resumed run may get more `epochs` or a larger `time_limit` (seconds of training over the
+    whole run, resumed parts included); nothing else about it can change.
+    """
+    trainer = Trainer(
+        cfg, resume=resume, epochs=epochs, time_limit=time_limit, progress=progress, log=log
+    )
     try:
         return trainer.fit()
     finally:
