@@ -150,7 +150,7 @@ def test_a_run_stopped_by_its_time_limit_resumes_only_with_a_larger_limit(digits
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     r = _cli("train", "--resume", str(out), "--time-limit", "5", "--lr", "0.1")
     assert r.returncode == 2 and "--epochs and --time-limit (got --lr)" in r.stderr, r.stderr
-    with pytest.raises(ValueError, match="time_limit must be positive"):
+    with pytest.raises(ResNetError, match="time_limit must be positive"):
         small_config(str(digits_folder), tmp_path / "x", time_limit=0)
 
 
