@@ -101,6 +101,11 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         raise ResNetError(str(e)) from None
 
 
+def _with_run_overrides(cfg: TrainConfig, epochs: int | None, time_limit: float | None):
+    run = {k: v for k, v in (("epochs", epochs), ("time_limit", time_limit)) if v is not None}
+    return cfg.updated({"run": run}) if run else cfg
+
+
 def check_model_config(cfg: TrainConfig) -> None:
     """Refuses an unknown model name or option before any data is loaded."""
     models.get_entry(cfg.model.name)
@@ -156,9 +161,9 @@ class Trainer:
             if epochs is not None:  # resuming may lengthen a run; nothing else may change
                 if epochs <= state["epoch"] + 1:
                     raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
-                cfg.run.epochs = epochs
-            if time_limit is not None:  # the whole run's training time, resumed parts included
-                cfg.run.time_limit = time_limit
+            # A longer run or a new limit (the whole run's training time, resumed parts
+            # included); the config validates both.
+            cfg = _with_run_overrides(cfg, epochs, time_limit)
             used, left = state.get("train_seconds", 0.0), state["epoch"] + 1 < cfg.run.epochs
             if left and cfg.run.time_limit and used >= cfg.run.time_limit:
                 raise ResNetError(
@@ -169,12 +174,7 @@ class Trainer:
         elif cfg is None:
             raise ValueError("a TrainConfig or a run folder to resume is needed")
         else:
-            if epochs is not None:
-                cfg.run.epochs = epochs
-            if time_limit is not None:
-                cfg.run.time_limit = time_limit
-        if cfg.run.time_limit is not None and cfg.run.time_limit <= 0:
-            raise ResNetError(f"the time limit must be positive seconds, got {cfg.run.time_limit}")
+            cfg = _with_run_overrides(cfg, epochs, time_limit)
         check_model_config(cfg)  # a typo in the model fails before the data set is read
         self.device = resolve_device(cfg.run.device)
         if cfg.run.sync_bn and self.device.type != "cuda":
@@ -296,10 +296,10 @@ class Trainer:
 
     def _freeze_whitened(self) -> None:
         """Keeps the first conv fixed (resumed runs too: the checkpoint holds its filters)."""
-        from .whiten import first_conv
+        from .whiten import first_conv, whitenable_filters
 
         conv = first_conv(self.model)
-        whitened = 2 * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        whitened = whitenable_filters(conv)
         if conv.out_channels > whitened:
             raise ResNetError(
                 f"freeze_whitened: only {whitened} of the first conv's {conv.out_channels} filters "

@@ -25,6 +25,11 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
     return conv
 
 
+def whitenable_filters(conv: nn.Conv2d) -> int:
+    """How many of `conv`'s filters whitening can fill: each patch direction, with both signs."""
+    return min(conv.out_channels, 2 * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1])
+
+
 def patch_whitening(
     images: torch.Tensor, kernel: int, filters: int, eps: float = 5e-4, max_patches: int = 10**6
 ) -> torch.Tensor:
