@@ -243,3 +243,15 @@ def test_cli_int8_export_calibrates_on_a_folder_and_checks_agreement(trained, tm
     meta = load_classifier(out).metadata
     assert meta["quantization"]["calibration"] == str(root) and meta["classes"] == CLASSES
     assert main(["export", str(ckpt), "--format", "torchscript", "--int8"]) == 2
+
+
+def test_torchvision_anchor_only_for_nets_that_compute_what_torchvision_computes():
+    import resnet
+    from resnet.export.benchmark import _torchvision_twin
+
+    x = torch.randn(1, 3, 64, 64)
+    plain = resnet.create("resnet18", num_classes=10).eval()
+    twin = _torchvision_twin(plain)
+    assert twin is not None and torch.allclose(twin(x), plain(x), atol=1e-5)
+    for option in (dict(act="gelu"), dict(global_pool="max")):  # same parameters, other function
+        assert _torchvision_twin(resnet.create("resnet18", num_classes=10, **option)) is None

@@ -212,6 +212,8 @@ def test_group_norm_option():
         (dict(name="plain20", drop_path_rate=0.1), "drop_path_rate needs skip"),
         (dict(name="resnet20", small_input=True), "CIFAR stem"),
         (dict(name="resnet18", norm="layer"), "unknown norm"),
+        (dict(name="resnet18", act="tanh"), "unknown activation"),
+        (dict(name="resnet18", global_pool="sum"), "unknown global_pool"),
         (dict(name="resnet18", shortcut="Q"), "shortcut must be"),
         (dict(name="resnet18", drop_path_rate=1.5), r"drop_path_rate must be in \[0, 1\)"),
         (dict(name="resnet18", num_classes=-1), "num_classes"),
@@ -222,6 +224,50 @@ def test_group_norm_option():
 def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         resnet.create(kwargs.pop("name"), **kwargs)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet164", "resnet50d"])
+def test_activation_option_replaces_every_relu(name):
+    relu = resnet.create(name, num_classes=10).eval()
+    gelu = resnet.create(name, num_classes=10, act="gelu").eval()
+    n_relu = sum(isinstance(m, torch.nn.ReLU) for m in relu.modules())
+    assert n_relu > 0 and sum(isinstance(m, torch.nn.GELU) for m in gelu.modules()) == n_relu
+    assert not any(isinstance(m, torch.nn.ReLU) for m in gelu.modules())
+    gelu.load_state_dict(relu.state_dict())  # the same parameters: weights move between them
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(relu(x), gelu(x), atol=1e-3)
+    silu = resnet.create(name, num_classes=10, act="silu").eval()
+    assert sum(isinstance(m, torch.nn.SiLU) for m in silu.modules()) == n_relu
+
+
+def test_global_pool_option_pools_the_last_feature_map_as_named():
+    torch.manual_seed(0)
+    avg = resnet.create("fast_resnet8_24", num_classes=10, in_chans=1).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        feats = avg.forward_features(x)
+        assert feats.shape == (3, 96, 4, 4)
+        want = {"avg": feats.mean((2, 3)), "max": feats.amax((2, 3))}
+        want["avgmax"] = (want["avg"] + want["max"]) / 2
+        for kind, pooled in want.items():
+            m = resnet.create("fast_resnet8_24", num_classes=10, in_chans=1, global_pool=kind)
+            m.load_state_dict(avg.state_dict())  # no parameters in the pool: strict load works
+            m.eval()
+            assert torch.allclose(m.forward_head(feats, pre_logits=True), pooled)
+            assert torch.allclose(m(x), avg.fc(pooled), atol=1e-6)
+            assert torch.allclose(torch.jit.script(m)(x), m(x), atol=1e-5)
+        assert not torch.allclose(want["avg"], want["max"])
+
+
+def test_act_and_pool_options_survive_a_checkpoint(tmp_path):
+    from resnet.engine.checkpoint import load_model, save_checkpoint
+
+    m = resnet.create("resnet20", num_classes=10, act="silu", global_pool="max").eval()
+    save_checkpoint(tmp_path / "m.pt", m)
+    back, _ = load_model(tmp_path / "m.pt")
+    assert isinstance(back.layer1[0].act1, torch.nn.SiLU) and back.global_pool.kind == "max"
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(back.eval()(x), m(x))
 
 
 def test_blocks_refuse_what_they_do_not_implement():
@@ -245,6 +291,35 @@ def test_v1_strides_the_first_1x1_and_v15_the_3x3():
     v1, v15 = resnet.create("resnet50_v1"), resnet.create("resnet50")
     assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
     assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("preact", [False, True])
+def test_pool_downsampling_is_a_max_pool_then_the_stride_1_block(block, preact):
+    import torch.nn.functional as F
+
+    from resnet.models.blocks import BLOCKS
+    from resnet.models.layers import norm_factory
+
+    cls = BLOCKS[(block, preact)]
+    kw = dict(norm=norm_factory("batch"))
+    pooled = cls(32, 16, stride=2, pool_downsample=True, **kw).eval()
+    plain = cls(32, 16, stride=1, **kw).eval()
+    plain.load_state_dict(pooled.state_dict())  # the same parameters, nothing strided
+    x = torch.randn(2, 32, 7, 7)
+    want = plain(F.max_pool2d(x, 2, ceil_mode=True))
+    assert want.shape[-2:] == (4, 4) and torch.allclose(pooled(x), want, atol=1e-6)
+
+    spec = dataclasses.replace(get_entry("fast_resnet8_24").spec, stride_on="pool")
+    net, strided = ResNet(spec, 10, 1), resnet.create("fast_resnet8_24", num_classes=10, in_chans=1)
+    assert count_params(net) == count_params(strided)
+    x = torch.randn(2, 1, 28, 28)
+    assert net.layer2(net.layer1(net.forward_stem(x))).shape == (2, 48, 7, 7)
+    assert net(x).shape == (2, 10)
+    assert not any(m.stride != (1, 1) for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert isinstance(net.layer1[0].pool, torch.nn.Identity)
+    with pytest.raises(ValueError, match="stride_on must be"):
+        dataclasses.replace(spec, stride_on="2x2")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -88,7 +88,8 @@ def _cli(*args, **kw):
     )
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path, optimizer):
     common = [
         "train",
         "--data",
@@ -105,6 +106,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(digits_folder, tmp_path)
         "--lookahead",
         "4",  # does not divide an epoch's 15 steps: checkpoints fall between two syncs
         "--alternate-flip",
+        "--optimizer",
+        optimizer,  # muon: its momentum buffers must come back from the checkpoint too
     ]
     full = _cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
@@ -179,6 +182,68 @@ def test_lookahead_moves_slow_weights_alpha_of_the_way_every_k_steps():
     again = Lookahead(net, k=2, alpha=0.25)
     again.load_state_dict(la.state_dict())
     assert again.count == 5 and torch.equal(again.slow[0], la.slow[0])
+
+
+def test_muon_steps_filters_as_torch_muon_steps_their_matrices_and_the_rest_as_sgd():
+    from resnet.engine.optim import Muon
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 4, 3, bias=True).to(memory_format=torch.channels_last)
+    lin = torch.nn.Linear(54, 4, bias=False)  # the filter bank as torch.optim.Muon sees it
+    lin.weight.data.copy_(conv.weight.detach().reshape(4, 54))
+    bias = conv.bias.detach().clone().requires_grad_()
+    ours = Muon(
+        [
+            dict(params=[conv.weight], muon=True, momentum=0.8, weight_decay=0.01),
+            dict(params=[conv.bias], weight_decay=0.001),
+        ],
+        lr=0.05,
+        momentum=0.9,
+    )
+    ref_muon = torch.optim.Muon([lin.weight], lr=0.05, momentum=0.8, weight_decay=0.01)
+    ref_sgd = torch.optim.SGD([bias], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.001)
+    for _ in range(4):
+        x = torch.randn(5, 6, 3, 3)
+        for opt in (ours, ref_muon, ref_sgd):
+            opt.zero_grad()
+        conv(x).pow(2).sum().backward()
+        (x.reshape(5, 54) @ lin.weight.T + bias).pow(2).sum().backward()
+        for opt in (ours, ref_muon, ref_sgd):
+            opt.step()
+        assert torch.allclose(conv.weight.reshape(4, 54), lin.weight, atol=1e-6)
+        assert torch.allclose(conv.bias, bias, atol=1e-6)
+    assert not torch.allclose(conv.bias, torch.zeros(4))  # it did move
+
+    # normalize: the filter bank keeps the norm it had at its first step (airbench's Muon).
+    norm = conv.weight.norm()
+    keep = Muon([dict(params=[conv.weight], muon=True, normalize=True)], lr=0.3)
+    for _ in range(3):
+        keep.zero_grad()
+        conv(torch.randn(5, 6, 3, 3)).pow(2).sum().backward()
+        keep.step()
+        assert torch.allclose(conv.weight.norm(), norm, rtol=1e-3)
+
+
+def test_muon_option_gives_the_backbone_filters_to_muon_and_the_rest_to_sgd():
+    import resnet
+    from resnet.engine.config import OptimConfig
+    from resnet.engine.optim import build_optimizer
+
+    model = resnet.create("resnet20", num_classes=10)
+    opt = build_optimizer(model, OptimConfig(optimizer="muon", lr=0.4, muon_lr=0.1))
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["backbone"]["muon"] and groups["backbone"]["lr_mult"] == pytest.approx(0.25)
+    assert all(p.ndim == 4 for p in groups["backbone"]["params"])
+    assert not any(g["muon"] for n, g in groups.items() if n != "backbone")
+    assert model.fc.weight in groups["head"]["params"]
+    with pytest.raises(ValueError, match="muon_lr"):
+        OptimConfig(optimizer="muon", muon_lr=0.0)
+    # Pre-activation convs feed the residual sum, not a norm: their scale matters.
+    preact = resnet.create("preact_resnet18", num_classes=10)
+    with pytest.raises(ValueError, match="muon_normalize"):
+        build_optimizer(preact, OptimConfig(optimizer="muon"))
+    opt = build_optimizer(preact, OptimConfig(optimizer="muon", muon_normalize=False))
+    assert not any(g["normalize"] for g in opt.param_groups)
 
 
 def test_val_and_predict_from_the_checkpoint_alone(digits_folder, tmp_path):

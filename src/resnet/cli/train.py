@@ -37,6 +37,7 @@ FLAG_MAP = {
     "ema": ("optim", "ema_decay"),
     "lookahead": ("optim", "lookahead_steps"),
     "lookahead_alpha": ("optim", "lookahead_alpha"),
+    "muon_lr": ("optim", "muon_lr"),
     "weights": ("finetune", "weights"),
     "freeze": ("finetune", "freeze"),
     "backbone_lr_mult": ("finetune", "backbone_lr_mult"),
@@ -117,7 +118,9 @@ def add_parser(sub) -> None:
                    help="progressive resizing: train the first --early-epochs at PX pixels")
     d.add_argument("--early-epochs", type=int, metavar="K", help="see --early-size")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=["sgd", "adamw"])
+    o.add_argument("--optimizer", choices=["sgd", "adamw", "muon"],
+                   help="muon: Muon for the conv filters, SGD (--lr) for the rest")
+    o.add_argument("--muon-lr", type=float, help="--optimizer muon: the filters' peak rate")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--momentum", type=float)
     o.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=S)
@@ -194,6 +197,8 @@ def config_from_args(args):
     cfg = cfg.updated(overrides) if overrides else cfg
     if getattr(args, "lookahead_alpha", None) is not None and not cfg.optim.lookahead_steps:
         raise ResNetError("--lookahead-alpha needs --lookahead K (the steps between syncs)")
+    if getattr(args, "muon_lr", None) is not None and cfg.optim.optimizer != "muon":
+        raise ResNetError("--muon-lr needs --optimizer muon (the other optimisers use --lr)")
     return cfg
 
 

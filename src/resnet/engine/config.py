@@ -16,7 +16,7 @@ import yaml
 from ..data import DataConfig
 from ..errors import ResNetError
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -59,6 +59,12 @@ class OptimConfig:
     # trained ones, and training restarts from them. 0 = off.
     lookahead_steps: int = 0
     lookahead_alpha: float = 0.5
+    # optimizer "muon": the backbone's conv filters by Muon (orthogonalised momentum), the head,
+    # norms and biases by SGD at `lr`. normalize: keep each filter bank at its first norm (for
+    # post-activation nets, where a norm layer follows every conv; refused for the others).
+    muon_lr: float = 0.2
+    muon_momentum: float = 0.6
+    muon_normalize: bool = True
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -75,6 +81,8 @@ class OptimConfig:
             raise ValueError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"gradient clipping must be positive, got {self.clip_grad}")
+        if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError("muon_lr must be positive and muon_momentum in [0, 1)")
         if self.lookahead_steps < 0 or not 0.0 < self.lookahead_alpha <= 1.0:
             raise ValueError("lookahead steps must not be negative and alpha must be in (0, 1]")
 

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd as sgd_step  # torch.optim.SGD's own update, as a function
 
 from .config import OptimConfig
 
@@ -60,7 +61,107 @@ def build_optimizer(
         raise ValueError("nothing to train: every parameter is frozen")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.optimizer == "muon":
+        spec = getattr(getattr(model, "module", model), "spec", None)
+        if cfg.muon_normalize and (spec is None or spec.preact):
+            raise ValueError(
+                "muon_normalize keeps each filter bank's norm fixed, which is right only where a "
+                "norm layer follows every conv (post-activation ResNets); set "
+                "optim.muon_normalize: false for this model"
+            )
+        for g in groups:  # the backbone's filters (conv weights); the head and 1-D tensors: SGD
+            if g["name"] == "backbone":
+                g.update(
+                    muon=True,
+                    lr_mult=g["lr_mult"] * cfg.muon_lr / cfg.lr,
+                    momentum=cfg.muon_momentum,
+                    normalize=cfg.muon_normalize,
+                )
+        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """Newton-Schulz quintic iteration (Jordan et al. 2024, the coefficients of torch.optim.Muon):
+    approximately U V^T for g = U S V^T, in bfloat16. `g` is a matrix."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al. 2024) for convolution filters, SGD for everything else: one optimiser.
+
+    Groups with `muon=True` take torch.optim.Muon's step (momentum, Nesterov, the update
+    orthogonalised by Newton-Schulz, scaled by sqrt(max(1, rows / cols)), decoupled weight
+    decay), applied to each filter bank as the (out, in * kh * kw) matrix it is, which
+    torch.optim.Muon (2-D parameters only) does not do. With `normalize` a filter bank is
+    rescaled after each step to the norm it had before the first (as airbench's Muon does;
+    right where a BatchNorm follows the conv, so the scale is free, and it keeps the step size
+    relative to the weights constant; weight decay then has nothing to do). Other groups are
+    plain SGD (momentum, Nesterov, L2 weight decay), as torch.optim.SGD steps them.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True):
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0, muon=False,
+            normalize=False, ns_steps=5,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["muon"]:
+                for p in params:
+                    self._muon_step(p, group)
+                continue
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            sgd_step(
+                params,
+                [p.grad for p in params],
+                bufs,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=0.0,
+                nesterov=group["nesterov"],
+                maximize=False,
+            )
+            for p, buf in zip(params, bufs, strict=True):
+                self.state[p]["momentum_buffer"] = buf
+        return loss
+
+    def _muon_step(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+            if group["normalize"]:
+                state["norm"] = p.norm()
+        buf, mu, lr = state["momentum_buffer"], group["momentum"], group["lr"]
+        buf.lerp_(p.grad, 1 - mu)
+        update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+        rows = update.shape[0]
+        cols = update.numel() // max(rows, 1)
+        update = orthogonalize(update.reshape(rows, cols), group["ns_steps"]).reshape(p.shape)
+        if not group["normalize"]:
+            p.mul_(1 - lr * group["weight_decay"])
+        p.add_(update.to(p.dtype), alpha=-lr * max(1.0, rows / cols) ** 0.5)
+        if group["normalize"]:  # before a norm layer only the direction matters
+            norm = state["norm"]  # (a zero-initialised bank has no direction to keep: left free)
+            p.mul_(torch.where(norm > 0, norm / p.norm().clamp(min=1e-12), 1.0))
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:

@@ -204,6 +204,12 @@ def _torchvision_twin(model: torch.nn.Module) -> torch.nn.Module | None:
     if builder is None or model.options.get("in_chans", 3) != 3 or model.options.get(
             "small_input") or model.spec.stem != "imagenet":
         return None
+    # Same parameter names but another function: torchvision's nets are ReLU, average-pool,
+    # strided-3x3 ones (options without parameters would load and compute something else).
+    o = model.options
+    if o.get("act", "relu") != "relu" or o.get("global_pool", "avg") != "avg" or (
+            model.spec.stride_on != "3x3"):
+        return None
     twin = builder(weights=None, num_classes=model.options["num_classes"]).eval()
     try:
         twin.load_state_dict(model.state_dict(), strict=True)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DropPath, NormFactory, conv1x1, conv3x3, make_shortcut
+from .layers import ActFactory, DropPath, NormFactory, conv1x1, conv3x3, make_shortcut
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)
 
 
 class _Block(nn.Module):
@@ -23,10 +27,12 @@ class _Block(nn.Module):
         stride: int,
         *,
         norm: NormFactory,
+        act: ActFactory | None = None,
         shortcut: str = "B",
         groups: int = 1,
         base_width: int = 64,
         stride_on_1x1: bool = False,
+        pool_downsample: bool = False,
         drop_path: float = 0.0,
         drop_rate: float = 0.0,
         skip: bool = True,
@@ -37,6 +43,13 @@ class _Block(nn.Module):
                 "drop_path_rate needs skip connections: a plain net has no branch to drop"
             )
         self.skip = skip
+        # Downsampling by a 2x2 max-pool in front of the block (airbench's way): every conv and
+        # the shortcut then run at stride 1 on the pooled map, which keeps each window's
+        # strongest response instead of every other pixel.
+        pooled = pool_downsample and stride > 1
+        self.pool = nn.MaxPool2d(stride, ceil_mode=True) if pooled else nn.Identity()
+        self.conv_stride = 1 if pool_downsample else stride
+        stride = self.conv_stride
         out = planes * self.expansion
         self.downsample = (
             make_shortcut(shortcut, inplanes, out, stride, norm, with_norm=not self.preact)
@@ -84,18 +97,20 @@ class BasicBlock(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, **kw):
         _check_basic(kw.get("groups", 1), kw.get("base_width", 64), kw.get("stride_on_1x1", False))
         super().__init__(inplanes, planes, stride, **kw)
-        norm = kw["norm"]
+        stride = self.conv_stride
+        norm, act = kw["norm"], kw.get("act") or _relu
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm(planes)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = act()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm(planes)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = act()
 
     def last_layer(self) -> nn.Module:
         return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
         out = self.dropout(self.act1(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         out = self._add_shortcut(out, x, x)
@@ -112,23 +127,25 @@ class Bottleneck(_Block):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, **kw):
         super().__init__(inplanes, planes, stride, **kw)
-        norm, groups = kw["norm"], kw.get("groups", 1)
+        stride = self.conv_stride
+        norm, groups, act = kw["norm"], kw.get("groups", 1), kw.get("act") or _relu
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
         self.conv1 = conv1x1(inplanes, width, s1)
         self.bn1 = norm(width)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = act()
         self.conv2 = conv3x3(width, width, s3, groups)
         self.bn2 = norm(width)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = act()
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = norm(planes * self.expansion)
-        self.act3 = nn.ReLU(inplace=True)
+        self.act3 = act()
 
     def last_layer(self) -> nn.Module:
         return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.dropout(self.act2(self.bn2(self.conv2(out))))
         out = self.bn3(self.conv3(out))
@@ -148,18 +165,20 @@ class PreActBasicBlock(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, **kw):
         _check_basic(kw.get("groups", 1), kw.get("base_width", 64), kw.get("stride_on_1x1", False))
         super().__init__(inplanes, planes, stride, **kw)
-        norm = kw["norm"]
+        stride = self.conv_stride
+        norm, act = kw["norm"], kw.get("act") or _relu
         self.bn1 = norm(inplanes)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = act()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = norm(planes)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = act()
         self.conv2 = conv3x3(planes, planes)
 
     def last_layer(self) -> nn.Module:
         return self.conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.act2(self.bn2(out))))
@@ -174,23 +193,25 @@ class PreActBottleneck(_Block):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, **kw):
         super().__init__(inplanes, planes, stride, **kw)
-        norm, groups = kw["norm"], kw.get("groups", 1)
+        stride = self.conv_stride
+        norm, groups, act = kw["norm"], kw.get("groups", 1), kw.get("act") or _relu
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
         self.bn1 = norm(inplanes)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = act()
         self.conv1 = conv1x1(inplanes, width, s1)
         self.bn2 = norm(width)
-        self.act2 = nn.ReLU(inplace=True)
+        self.act2 = act()
         self.conv2 = conv3x3(width, width, s3, groups)
         self.bn3 = norm(width)
-        self.act3 = nn.ReLU(inplace=True)
+        self.act3 = act()
         self.conv3 = conv1x1(width, planes * self.expansion)
 
     def last_layer(self) -> nn.Module:
         return self.conv3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.act2(self.bn2(out)))

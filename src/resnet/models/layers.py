@@ -12,6 +12,9 @@ from torch import nn
 NormFactory = Callable[[int], nn.Module]
 
 NORMS = ("batch", "group")
+ACTIVATIONS = ("relu", "gelu", "silu")
+GLOBAL_POOLS = ("avg", "max", "avgmax")
+ActFactory = Callable[[], nn.Module]
 
 
 def group_count(channels: int) -> int:
@@ -26,6 +29,48 @@ def norm_factory(kind: str) -> NormFactory:
     if kind == "group":
         return lambda c: nn.GroupNorm(group_count(c), c)
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+def act_factory(kind: str) -> ActFactory:
+    """Returns a function `() -> activation module` for `kind` in ACTIVATIONS.
+
+    ReLU is the papers'; GELU (airbench, ConvNeXt) and SiLU (EfficientNet) are smooth
+    alternatives that keep a small gradient for negative inputs.
+    """
+    if kind == "relu":
+        return lambda: nn.ReLU(inplace=True)
+    if kind == "gelu":
+        return nn.GELU
+    if kind == "silu":
+        return lambda: nn.SiLU(inplace=True)
+    raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+class GlobalPool(nn.Module):
+    """Pools (N, C, H, W) to (N, C): the mean (the papers'), the maximum, or their average.
+
+    The maximum keeps the strongest response wherever it lies (airbench's head); "avgmax" is
+    timm's average of the two. None of them has parameters, so weights load under any choice.
+    """
+
+    def __init__(self, kind: str = "avg"):
+        super().__init__()
+        if kind not in GLOBAL_POOLS:
+            raise ValueError(
+                f"unknown global_pool {kind!r}; choose one of {', '.join(GLOBAL_POOLS)}"
+            )
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Adaptive pools, not mean/amax: exported graphs keep GlobalAveragePool/GlobalMaxPool.
+        if self.kind == "avg":
+            return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.kind == "max":
+            return F.adaptive_max_pool2d(x, 1).flatten(1)
+        return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)).flatten(1)
+
+    def extra_repr(self) -> str:
+        return self.kind
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -99,7 +99,7 @@ def create(
             `resnet.models.weights`. The model then carries `pretrained_cfg` (classes,
             preprocessing, source) and `weights_report` (what was loaded and adapted).
         **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
-            block_dropout, head_dropout, norm, grad_checkpointing).
+            block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
     """
     entry = get_entry(name)
     spec = entry.spec
@@ -120,7 +120,7 @@ def create(
         src = open_weights(weights, entry.name)
         num_classes = src.num_classes if num_classes is None else num_classes
         in_chans = src.in_chans if in_chans is None else in_chans
-        for key in ("small_input", "norm"):  # structure recorded with our own weights
+        for key in ("small_input", "norm", "act", "global_pool"):  # structure of our weights
             if key in (src.meta.get("model_options") or {}):
                 options.setdefault(key, src.meta["model_options"][key])
     kwargs = dict(entry.defaults)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential
 
 from .blocks import BLOCKS
-from .layers import SHORTCUTS, conv3x3, norm_factory
+from .layers import SHORTCUTS, GlobalPool, act_factory, conv3x3, norm_factory
 
 STEMS = ("imagenet", "deep", "cifar", "pool")
 SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
@@ -33,7 +33,9 @@ class ResNetSpec:
         groups, base_width: ResNeXt cardinality and width per group (wide nets: base_width 128).
         preact: full pre-activation blocks (He et al. 2016).
         skip: False builds the plain twin: the same layers without any shortcut.
-        stride_on: "3x3" (v1.5, torchvision) or "1x1" (the 2015 paper's bottleneck).
+        stride_on: where a stage halves the resolution: "3x3" (v1.5, torchvision), "1x1" (the
+            2015 paper's bottleneck) or "pool" (a 2x2 max-pool in front of the stage's first
+            block, whose convs and shortcut then run at stride 1, as airbench downsamples).
     """
 
     block: str
@@ -57,8 +59,10 @@ class ResNetSpec:
             raise ValueError(
                 f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}"
             )
-        if self.stride_on not in ("3x3", "1x1"):
-            raise ValueError(f"stride_on must be '3x3' or '1x1', not {self.stride_on!r}")
+        if self.stride_on not in ("3x3", "1x1", "pool"):
+            raise ValueError(
+                f"stride_on must be '3x3', '1x1' or 'pool', not {self.stride_on!r}"
+            )
         if len(self.depths) != len(self.widths) or len(self.depths) not in (3, 4):
             raise ValueError("depths and widths need one entry per stage, 3 or 4 stages")
         if min(self.depths) < 1 or min(self.widths) < 1:
@@ -104,6 +108,9 @@ class ResNet(nn.Module):
         block_dropout: dropout between a block's convolutions (Wide ResNets use 0.3).
         head_dropout: dropout before the classifier.
         norm: "batch" or "group" (GroupNorm, for tiny batches).
+        act: "relu" (the papers'), "gelu" or "silu", everywhere the net has an activation.
+        global_pool: "avg" (the papers'), "max" or "avgmax" (timm's mean of the two) before
+            the classifier; none has parameters.
         grad_checkpointing: recompute activations in the backward pass (for 1000-layer nets).
     """
 
@@ -121,6 +128,8 @@ class ResNet(nn.Module):
         block_dropout: float = 0.0,
         head_dropout: float = 0.0,
         norm: str = "batch",
+        act: str = "relu",
+        global_pool: str = "avg",
         grad_checkpointing: bool = False,
     ):
         super().__init__()
@@ -154,10 +163,13 @@ class ResNet(nn.Module):
             block_dropout=block_dropout,
             head_dropout=head_dropout,
             norm=norm,
+            act=act,
+            global_pool=global_pool,
             grad_checkpointing=grad_checkpointing,
         )
         self.grad_checkpointing = grad_checkpointing
         make_norm = norm_factory(norm)
+        make_act = act_factory(act)
         block = BLOCKS[(spec.block, spec.preact)]
 
         # Stem. A pre-activation CIFAR net starts with a bare conv: its first block normalises.
@@ -174,17 +186,17 @@ class ResNet(nn.Module):
             self.conv1 = nn.Sequential(
                 conv3x3(in_chans, half, stride),
                 make_norm(half),
-                nn.ReLU(inplace=True),
+                make_act(),
                 conv3x3(half, half),
                 make_norm(half),
-                nn.ReLU(inplace=True),
+                make_act(),
                 conv3x3(half, sw),
             )
         else:
             self.conv1 = conv3x3(in_chans, sw)
         bare_stem = spec.preact and spec.stem == "cifar"
         self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
-        self.act1 = nn.Identity() if bare_stem else nn.ReLU(inplace=True)
+        self.act1 = nn.Identity() if bare_stem else make_act()
         has_pool = spec.stem != "cifar" and not small_input
         # The pool stem pools straight after its conv, as airbench does: BatchNorm and ReLU then
         # run on a quarter of the pixels (the full-resolution ones cost 16 % of a training step).
@@ -215,10 +227,12 @@ class ResNet(nn.Module):
                         width,
                         stage_stride if j == 0 else 1,
                         norm=make_norm,
+                        act=make_act,
                         shortcut=spec.shortcut,
                         groups=spec.groups,
                         base_width=spec.base_width,
                         stride_on_1x1=spec.stride_on == "1x1",
+                        pool_downsample=spec.stride_on == "pool",
                         drop_path=rate,
                         drop_rate=block_dropout,
                         skip=spec.skip,
@@ -236,9 +250,9 @@ class ResNet(nn.Module):
 
         # Pre-activation nets normalise once more before pooling (the last block ends on a conv).
         self.final_norm = make_norm(inplanes) if spec.preact else nn.Identity()
-        self.final_act = nn.ReLU(inplace=True) if spec.preact else nn.Identity()
+        self.final_act = make_act() if spec.preact else nn.Identity()
         self.num_features = inplanes
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = GlobalPool(global_pool)
         self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes) if num_classes else nn.Identity()
         self.num_classes = num_classes
@@ -295,7 +309,7 @@ class ResNet(nn.Module):
         return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(torch.flatten(self.avgpool(x), 1))
+        x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
