@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint_sequential
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import BLOCKS
 from .layers import SHORTCUTS, GlobalPool, act_factory, conv3x3, norm_factory
 
 STEMS = ("imagenet", "deep", "cifar", "pool")
+BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+@contextmanager
+def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics stay as they are inside (momentum 0, the batch count put
+    back on exit): a checkpointed segment's recomputation in the backward pass must not count
+    its batch a second time. The outputs are unchanged: training-mode BatchNorm normalises with
+    the batch's own statistics."""
+    norms = [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
 
 
@@ -296,8 +317,22 @@ class ResNet(nn.Module):
     @torch.jit.unused
     def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
         # sqrt(n) segments a stage: memory grows with the square root of depth, not linearly.
+        # Every segment but the last keeps only its input and runs again in the backward pass.
         for stage in self.stages():
-            x = checkpoint_sequential(stage, max(1, math.isqrt(len(stage))), x, use_reentrant=False)
+            blocks = list(stage)
+            size = len(blocks) // max(1, math.isqrt(len(blocks)))
+            start = 0
+            while start + size < len(blocks):
+                segment = nn.Sequential(*blocks[start : start + size])
+                x = checkpoint(
+                    segment,
+                    x,
+                    use_reentrant=False,
+                    context_fn=lambda seg=segment: (nullcontext(), _norm_stats_kept(seg)),
+                )
+                start += size
+            for block in blocks[start:]:
+                x = block(x)
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
