@@ -145,7 +145,8 @@ def main() -> None:
         line = {"when": datetime.now().isoformat(timespec="seconds"), "recipe": args.recipe,
                 "set": args.set, "note": args.note, "val_acc": accs, "train_s": secs,
                 "val_acc_by_tta": by_tta,
-                "img_s": [r["curve"][-1]["img_s"] for r in runs], "command": command}
+                "img_s": [r["curve"][-1]["img_s"] for r in runs],
+                "train_loss": [r["curve"][-1]["train_loss"] for r in runs], "command": command}
         with open(Path(args.out).with_name("fashion_mnist_tuning.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
         return
@@ -159,6 +160,9 @@ def main() -> None:
         },
         "runs": runs,
         "command": command,
+        # the recipe as it was that day (the command names a file that may change since);
+        # the report trains it on every training image (val_split 0)
+        "recipe": load_recipe(args.recipe).updated(changes).to_dict(),
     }
     print(
         f"{args.recipe}: test accuracy {summarize([100 * a for a in result['test_acc']])} %, "
