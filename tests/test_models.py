@@ -316,10 +316,8 @@ def test_pool_downsampling_is_a_max_pool_then_the_stride_1_block(block, preact):
     pooled_nets = (("fast_resnet8_24p", 172_458, 48), ("fast_resnet8_32p", 303_866, 64))
     for name, params, width in pooled_nets:
         spec = get_entry(name).spec
-        strided_name = name.removesuffix("p")
-        assert spec == dataclasses.replace(get_entry(strided_name).spec, stride_on="pool")
         net = resnet.create(name, num_classes=10, in_chans=1)
-        strided = resnet.create(strided_name, num_classes=10, in_chans=1)
+        strided = resnet.create(name.removesuffix("p"), num_classes=10, in_chans=1)
         assert count_params(net) == count_params(strided) == params
         x = torch.randn(2, 1, 28, 28)
         assert net.layer2(net.layer1(net.forward_stem(x))).shape == (2, width, 7, 7)
