@@ -9,11 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ActFactory, DropPath, NormFactory, conv1x1, conv3x3, make_shortcut
+from .layers import ActFactory, DropPath, NormFactory, act_factory, conv1x1, conv3x3, make_shortcut
 
-
-def _relu() -> nn.Module:
-    return nn.ReLU(inplace=True)
+_relu = act_factory("relu")  # the papers' activation, when a block is built without `act`
 
 
 class _Block(nn.Module):

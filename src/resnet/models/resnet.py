@@ -16,6 +16,7 @@ from .blocks import BLOCKS
 from .layers import SHORTCUTS, GlobalPool, act_factory, conv3x3, norm_factory
 
 STEMS = ("imagenet", "deep", "cifar", "pool")
+SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
 BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
@@ -35,7 +36,6 @@ def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
         for m, (momentum, count) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
-SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
 
 
 @dataclass(frozen=True)
