@@ -33,6 +33,7 @@ import yaml
 from resnet.engine.checkpoint import atomic_write_text
 from resnet.engine.recipes import load_recipe
 from resnet.engine.trainer import Trainer
+from resnet.models.ensemble import Ensemble
 
 TARGETS = (0.93, 0.94, 0.95)
 
@@ -56,34 +57,45 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
     cfg = load_recipe(recipe).updated(changes)
     if not tune:  # the report trains on every training image; tuning holds out val_split
         cfg = cfg.updated({"data": {"val_split": 0.0}})
-    cfg = cfg.updated({"run": {"seed": seed, "out": tempfile.mkdtemp()}})
+    k = cfg.run.ensemble  # an ensemble of k: members seeded seed*k .. seed*k+k-1 (disjoint)
+    cfg = cfg.updated({"run": {"seed": seed * k if k > 1 else seed, "ensemble": 1}})
     split = "val" if tune else "test"
     t_start = time.perf_counter()
-    tr = Trainer(cfg, progress=True, log=lambda *a: None)
-    train_s, curve, reached = 0.0, [], {}
+    train_s, curve, reached, members = 0.0, [], {}, []
     acc = float("nan")
-    for epoch in range(cfg.run.epochs):
-        row = tr.train_one_epoch(epoch)
-        train_s += row["seconds"]
-        last = epoch == cfg.run.epochs - 1
-        point = {"epoch": epoch + 1, "train_seconds": round(train_s, 2),
-                 "train_loss": round(row["train_loss"], 4), "img_s": round(row["img_s"])}
-        if last or not tune:
-            acc = tr.evaluate(split)["top1"]
-            point[f"{split}_acc"] = acc
-            for t in TARGETS:
-                if acc >= t and t not in reached:
-                    reached[t] = train_s
-        curve.append(point)
-        print(f"seed {seed} epoch {epoch + 1}: loss {row['train_loss']:.4f}, "
-              f"{row['img_s']:.0f} img/s, {train_s:.0f} s"
-              + (f", {split} {100 * acc:.2f}%" if f"{split}_acc" in point else ""), flush=True)
+    for member in range(k):
+        mcfg = cfg.updated({"run": {"seed": cfg.run.seed + member, "out": tempfile.mkdtemp()}})
+        tr = Trainer(mcfg, progress=True, log=lambda *a: None)
+        for epoch in range(cfg.run.epochs):
+            row = tr.train_one_epoch(epoch)
+            train_s += row["seconds"]
+            last = epoch == cfg.run.epochs - 1
+            point = {"epoch": epoch + 1, "train_seconds": round(train_s, 2),
+                     "train_loss": round(row["train_loss"], 4), "img_s": round(row["img_s"])}
+            if k > 1:
+                point = {"member": member + 1} | point
+            # The test set after every epoch of the first net, then after each further member
+            # (the ensemble so far): the accuracy the run would give if stopped there.
+            if last or (not tune and member == 0):
+                model = tr.eval_model() if member == 0 else Ensemble([*members, tr.eval_model()])
+                acc = tr.evaluate(split, model)["top1"]
+                point[f"{split}_acc"] = acc
+                for t in TARGETS:
+                    if acc >= t and t not in reached:
+                        reached[t] = train_s
+            curve.append(point)
+            print(f"seed {seed}{f' member {member + 1}/{k}' if k > 1 else ''} epoch {epoch + 1}: "
+                  f"loss {row['train_loss']:.4f}, {row['img_s']:.0f} img/s, {train_s:.0f} s"
+                  + (f", {split} {100 * acc:.2f}%" if f"{split}_acc" in point else ""),
+                  flush=True)
+        members.append(tr.eval_model())
+    final = members[0] if k == 1 else Ensemble(members)
     views = {}
     if tune:  # the same weights under each test-time augmentation, for the log
         from resnet.engine.evaluate import evaluate
 
         for name, flip, shift in (("none", False, 0), ("flip", True, 0), ("flip+shift1", True, 1)):
-            views[name] = evaluate(tr.eval_model(), tr.eval_loaders["val"], len(tr.data.classes),
+            views[name] = evaluate(final, tr.eval_loaders["val"], len(tr.data.classes),
                                    tr.device, amp_dtype=tr.amp_dtype, tta=flip,
                                    tta_shift=shift)["top1"]
     return {

@@ -289,7 +289,9 @@ def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, fli
     assert (crops[0].padding[0] if crops else 0) == pad
 
 
-@pytest.mark.parametrize("preset, p", [("paper", 0.0), ("erase", 0.5), ("strong", 0.25)])
+@pytest.mark.parametrize(
+    "preset, p", [("paper", 0.0), ("flip_erase", 0.5), ("erase", 0.5), ("strong", 0.25)]
+)
 def test_random_erasing_presets_blank_one_box_in_the_documented_share(preset, p):
     aug = BatchAugment(preset, 28, flip=False)
     x = torch.randn(4000, 1, 28, 28) + 10.0  # no pixel is 0 before erasing

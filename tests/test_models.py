@@ -310,10 +310,16 @@ def test_pool_downsampling_is_a_max_pool_then_the_stride_1_block(block, preact):
     want = plain(F.max_pool2d(x, 2, ceil_mode=True))
     assert want.shape[-2:] == (4, 4) and torch.allclose(pooled(x), want, atol=1e-6)
 
-    # The `p` nets are fast_resnet8_24 / _32 downsampling by pooling (fast_resnet8_32p: the
-    # speedrun recipe's net). Parameters by hand: stem 144 + 32; stages (3x3 convs, 1x1
-    # projections, BN) 9,168 + 32,544 + 129,600 and 14,528 + 57,728 + 230,144; heads 970, 1,290.
-    pooled_nets = (("fast_resnet8_24p", 172_458, 48), ("fast_resnet8_32p", 303_866, 64))
+    # The `p` nets are the fast nets downsampling by pooling (fast_resnet8_32p: the speedrun
+    # recipe's net). Parameters by hand: stem 144 + 32 (16 filters) or 288 + 64 (32); stages (3x3
+    # convs, 1x1 projections, BN) 9,168 + 32,544 + 129,600, 14,528 + 57,728 + 230,144,
+    # 36,384 + 129,600 + 517,248 and 57,728 + 230,144 + 919,040; heads 970, 1,290, 1,930, 2,570.
+    pooled_nets = (
+        ("fast_resnet8_24p", 172_458, 48),
+        ("fast_resnet8_32p", 303_866, 64),
+        ("fast_resnet8p", 685_514, 96),
+        ("fast_resnet8_64p", 1_209_834, 128),
+    )
     for name, params, width in pooled_nets:
         spec = get_entry(name).spec
         net = resnet.create(name, num_classes=10, in_chans=1)

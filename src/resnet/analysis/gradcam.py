@@ -181,6 +181,11 @@ def save_cams(classifier: Any, results: list[dict], out_dir: str | os.PathLike,
     if not isinstance(model, nn.Module):
         raise ResNetError("Grad-CAM needs gradients: use a checkpoint (not an exported "
                           "ONNX / TorchScript / ExportedProgram file)")
+    from ..models.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        raise ResNetError("Grad-CAM explains one net: give one member of the ensemble "
+                          "(e.g. RUN/member0) for --cam")
     cam_of = GradCAM(model, layer)
     pre = classifier.preprocessing
     tf = eval_transform(pre)

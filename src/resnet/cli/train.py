@@ -49,6 +49,7 @@ FLAG_MAP = {
     "channels_last": ("run", "channels_last"),
     "compile": ("run", "compile"),
     "out": ("run", "out"),
+    "ensemble": ("run", "ensemble"),
     "tta": ("run", "tta"),
     "tta_shift": ("run", "tta_shift"),
     "sync_bn": ("run", "sync_bn"),
@@ -93,7 +94,9 @@ def add_parser(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
-    d.add_argument("--augment", choices=["none", "flip", "light", "paper", "erase", "strong"])
+    d.add_argument(  # literal: importing data.transforms here would load torchvision for --help
+        "--augment", choices=["none", "flip", "flip_erase", "light", "paper", "erase", "strong"]
+    )
     d.add_argument(
         "--no-flip",
         dest="flip",
@@ -154,6 +157,10 @@ def add_parser(sub) -> None:
                    help="stop after the epoch that passes N seconds of training (the whole run's, "
                         "resumed parts included; with --resume: a new limit)")
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
+    r.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K nets (seeds seed..seed+K-1) into RUN/member0.. and evaluate and "
+                        "predict with the mean of their probabilities (--time-limit then "
+                        "applies to each member)")
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder from last.pt")
     r.add_argument("--nproc", type=int, help="start N processes on this machine (torchrun)")
     r.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
@@ -211,6 +218,10 @@ def run(args) -> int:
         return 0
     if args.nproc and args.nproc > 1:
         from ..engine.launch import launch_local
+
+        if not args.resume and config_from_args(args).run.ensemble > 1:
+            raise ResNetError("an ensemble trains in one process (members one after another); "
+                              "drop --nproc, or train each member with its own --seed and --out")
 
         return launch_local(args.nproc)
     if args.task != "classify":

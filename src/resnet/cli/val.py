@@ -6,10 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import ResNetError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("val", help="evaluate a checkpoint on a data split")
-    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument(
+        "checkpoint",
+        nargs="+",
+        help="checkpoint file or run folder; an ensemble folder or several checkpoints are "
+        "evaluated as one classifier (the mean of their probabilities)",
+    )
     p.add_argument("--data", help="data source (default: the one it was trained on)")
     p.add_argument(
         "--split",
@@ -35,10 +42,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..tasks import checkpoint_task
 
-    if checkpoint_task(args.checkpoint) != "classify":
+    checkpoints = args.checkpoint
+    if len(checkpoints) > 1:
+        for c in checkpoints:
+            if checkpoint_task(c) != "classify":
+                raise ResNetError(f"{c} is a {checkpoint_task(c)} checkpoint; only classifiers "
+                                  "can be evaluated as an ensemble")
+    if checkpoint_task(checkpoints[0]) != "classify":
         from ..tasks import evaluate_task
 
-        metrics = evaluate_task(args.checkpoint, args.data, batch_size=min(args.batch_size, 32),
+        metrics = evaluate_task(checkpoints[0], args.data, batch_size=min(args.batch_size, 32),
                                 out_dir=Path(args.out) if args.out else None)
         if args.json:
             print(json.dumps(metrics, indent=2))
@@ -50,7 +63,7 @@ def run(args) -> int:
     from ..engine.validate import validate
 
     metrics = validate(
-        args.checkpoint,
+        checkpoints if len(checkpoints) > 1 else checkpoints[0],
         data=args.data,
         split=args.split,
         batch_size=args.batch_size,

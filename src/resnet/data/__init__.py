@@ -34,9 +34,10 @@ class DataConfig:
         val_split: fraction of the training images held out (stratified) when the source has
             no validation split of its own.
         subset: train on the first N (stratified) training examples.
-        augment: "none", "flip" (mirror only), "light" (mirror + size/16 translation), "paper"
-            (mirror + size/8 pad-and-crop), "erase" (paper + random erasing, p 0.5) or
-            "strong" (+ TrivialAugment / random erasing p 0.25 / mixup-cutmix).
+        augment: "none", "flip" (mirror only), "flip_erase" (mirror + random erasing, p 0.5),
+            "light" (mirror + size/16 translation), "paper" (mirror + size/8 pad-and-crop),
+            "erase" (paper + random erasing, p 0.5) or "strong" (+ TrivialAugment / random
+            erasing p 0.25 / mixup-cutmix).
         flip: horizontal flips in the augmentation (turn off for laterality-sensitive images).
         alternate_flip: derandomised flips (airbench): each training image is mirrored in every
             other epoch, from a random first choice per image, instead of a coin toss per epoch

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-PRESETS = ("none", "flip", "light", "paper", "erase", "strong")
+PRESETS = ("none", "flip", "flip_erase", "light", "paper", "erase", "strong")
 # Random erasing (Zhong et al. 2017) per preset: the probability an image gets one erased box.
-ERASE_P = {"erase": 0.5, "strong": 0.25}
-# none: nothing; flip: mirror only; light: mirror + translation by size/16 (2 px at 32, airbench's);
+ERASE_P = {"flip_erase": 0.5, "erase": 0.5, "strong": 0.25}
+# none: nothing; flip: mirror only; flip_erase: mirror + random erasing with p 0.5, no translation;
+# light: mirror + translation by size/16 (2 px at 32, airbench's);
 # paper: mirror + translation by size/8 (4 px at 32, the 2015 paper's CIFAR setting);
 # erase: paper + random erasing with p 0.5 (Zhong et al.'s setting);
 # strong: paper + TrivialAugment (streamed data) + random erasing + MixUp/CutMix.
@@ -59,8 +60,8 @@ def eval_transform(pre: dict) -> EvalTransform:
 
 def pad_for(size: int, preset: str = "paper") -> int:
     """Translation range of a preset: 4 px at 32 px for 'paper', 'erase' and 'strong' (the paper's
-    CIFAR setting), 2 px for 'light', none for 'none' and 'flip'."""
-    if preset in ("none", "flip"):
+    CIFAR setting), 2 px for 'light', none for 'none', 'flip' and 'flip_erase'."""
+    if preset in ("none", "flip", "flip_erase"):
         return 0
     return max(1, size // 16) if preset == "light" else max(1, size // 8)
 

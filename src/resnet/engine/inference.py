@@ -10,7 +10,7 @@ import torch
 from ..data import eval_transform, load_image
 from ..data.images import is_image_file
 from ..errors import ResNetError
-from .checkpoint import load_model
+from .ensemble import load_model_or_ensemble
 
 
 class TorchClassifier:
@@ -29,9 +29,10 @@ class TorchClassifier:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu"
+        cls, path: str | Path | list[str | Path], device: str | torch.device = "cpu"
     ) -> TorchClassifier:
-        model, state = load_model(path)
+        """A checkpoint, run folder or ensemble folder (or a list: the members' average)."""
+        model, state = load_model_or_ensemble(path)
         if "classes" not in state or "preprocessing" not in state:
             raise ResNetError(f"{path} lacks class names or preprocessing; cannot predict with it")
         return cls(model, state["classes"], state["preprocessing"], device)

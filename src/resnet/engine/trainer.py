@@ -175,6 +175,9 @@ class Trainer:
             raise ValueError("a TrainConfig or a run folder to resume is needed")
         else:
             cfg = _with_run_overrides(cfg, epochs, time_limit)
+        if cfg.run.ensemble > 1:
+            raise ResNetError("a Trainer trains one net; run.ensemble > 1 trains through "
+                              "engine.train (members one after another)")
         check_model_config(cfg)  # a typo in the model fails before the data set is read
         self.device = resolve_device(cfg.run.device)
         if cfg.run.sync_bn and self.device.type != "cuda":
@@ -627,8 +630,20 @@ def train(
     """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary.
 
     A resumed run may get more `epochs` or a larger `time_limit` (seconds of training over the
-    whole run, resumed parts included); nothing else about it can change.
+    whole run, resumed parts included); nothing else about it can change. With
+    `cfg.run.ensemble` > 1 (or an ensemble folder to resume) it trains the members in turn
+    (`engine.ensemble.train_ensemble`).
     """
+    from .ensemble import is_ensemble_run, train_ensemble
+
+    if resume is not None and is_ensemble_run(resume):
+        if epochs is not None or time_limit is not None:
+            raise ResNetError("an ensemble resumes as it was configured (no --epochs or "
+                              "--time-limit)")
+        cfg = TrainConfig.load(Path(resume) / "config.yaml").updated({"run": {"out": str(resume)}})
+        return train_ensemble(cfg, progress=progress, log=log)
+    if resume is None and cfg is not None and cfg.run.ensemble > 1:
+        return train_ensemble(cfg, progress=progress, log=log)
     trainer = Trainer(
         cfg, resume=resume, epochs=epochs, time_limit=time_limit, progress=progress, log=log
     )

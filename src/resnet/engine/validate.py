@@ -8,13 +8,13 @@ import torch
 
 from ..data import eval_loader
 from ..errors import ResNetError
-from .checkpoint import load_model
+from .ensemble import load_model_or_ensemble
 from .evaluate import evaluate
 from .report import plot_confusion, write_json
 
 
 def validate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | list[str | Path],
     *,
     data: str | None = None,
     split: str | None = None,
@@ -24,8 +24,10 @@ def validate(
     tta_shift: int | None = None,
     out: Path | None = None,
     device: str = "cpu",
+    progress: bool = True,
 ) -> dict:
-    model, state = load_model(checkpoint)
+    """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble)."""
+    model, state = load_model_or_ensemble(checkpoint)
     data_cfg = state.get("config", {}).get("data", {})
     trained_on = data_cfg.get("source")
     source = data or trained_on
@@ -58,12 +60,16 @@ def validate(
         raise ResNetError(f"--tta-shift must be 0 to {min(pre['size']) - 1} pixels for "
                           f"{min(pre['size'])} px images, got {tta_shift}")
     metrics = evaluate(model.to(dev), loader, len(classes), dev, tta=tta, tta_shift=tta_shift,
-                       progress=True, desc=split)
-    ckpt = Path(checkpoint)
+                       progress=progress, desc=split)
+    several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
+    ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
-    out = out or run_dir / f"val-{split}"
+    n = len(state.get("members", ()))
+    default_name = f"val-ensemble{n}-{split}" if several else f"val-{split}"
+    out = out or run_dir / default_name
     metrics = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": [str(c) for c in checkpoint] if several else str(ckpt),
+        **({"members": state["members"]} if "members" in state else {}),
         "data": source,
         "split": split,
         "classes": classes,

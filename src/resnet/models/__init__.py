@@ -1,6 +1,7 @@
 """Model definitions: blocks, the ResNet module, the variant specs and their registry."""
 
 from . import specs as _specs  # noqa: F401  (fills the registry)
+from .ensemble import Ensemble
 from .registry import (
     ModelEntry,
     count_macs,
@@ -14,6 +15,7 @@ from .registry import (
 from .resnet import ResNet, ResNetSpec
 
 __all__ = [
+    "Ensemble",
     "ModelEntry",
     "ResNet",
     "ResNetSpec",

@@ -38,7 +38,10 @@ def predict_task(checkpoint_path: str | os.PathLike, images, out_dir: str | os.P
 def checkpoint_task(checkpoint_path: str | os.PathLike) -> str:
     """"classify", "detect" or "segment": what a checkpoint was trained for."""
     from ..engine.checkpoint import load_checkpoint
+    from ..engine.ensemble import is_ensemble_run
 
+    if is_ensemble_run(checkpoint_path):  # ensembles are of classifiers
+        return "classify"
     return load_checkpoint(checkpoint_path).get("task") or "classify"
 
 

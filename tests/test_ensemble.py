@@ -1,0 +1,152 @@
+"""Ensembles: the mean of the members' probabilities, trained, resumed, evaluated and predicted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from resnet.cli import main
+from resnet.data import eval_loader
+from resnet.engine.checkpoint import load_checkpoint, load_model
+from resnet.engine.config import TrainConfig
+from resnet.engine.ensemble import is_ensemble_run, load_model_or_ensemble, train_ensemble
+from resnet.errors import ResNetError
+from resnet.models.ensemble import Ensemble
+
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+def ensemble_config(source: Path, out: Path, **run) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "model": {"name": "fast_resnet8_24p"},
+        "data": {"source": str(source), "batch_size": 32, "augment": "flip"},
+        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+        "run": {"epochs": 2, "out": str(out), "seed": 3, "ensemble": 2, **run},
+    })
+
+
+def test_ensemble_returns_the_log_of_the_mean_probability():
+    torch.manual_seed(0)
+    members = [nn.Linear(5, 4) for _ in range(3)]
+    x = torch.randn(8, 5)
+    mean = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+    out = Ensemble(members)(x)
+    assert torch.allclose(out.exp(), mean, atol=1e-6)
+    assert torch.allclose(out.softmax(1), mean, atol=1e-6)  # already normalised
+    assert not torch.allclose(mean, members[0](x).softmax(1), atol=1e-3)
+    assert torch.allclose(Ensemble(members[:1])(x), members[0](x).log_softmax(1), atol=1e-6)
+    with pytest.raises(ValueError, match="at least one member"):
+        Ensemble([])
+
+
+def _mean_of_members(paths: list[Path], source: Path) -> float:
+    """Val accuracy of the members' mean probability, by hand, with the mirrored view (TTA)."""
+    models = [load_model(p)[0] for p in paths]
+    state = load_checkpoint(paths[0])
+    loader = eval_loader(str(source), "val", state["preprocessing"], state["classes"])
+    right = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            views = [torch.stack([m(v).softmax(1) for m in models]).mean(0).log()
+                     for v in (x, x.flip(3))]
+            right += int(((views[0] + views[1]) / 2).argmax(1).eq(y).sum())
+            total += len(y)
+    return right / total
+
+
+def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
+    digits_folder, tmp_path, capsys
+):
+    out = tmp_path / "ens"
+    summary = train_ensemble(ensemble_config(digits_folder, out), **QUIET)
+    members = [out / "member0" / "best.pt", out / "member1" / "best.pt"]
+    seeds = [load_checkpoint(p)["config"]["run"]["seed"] for p in members]
+    assert seeds == [3, 4] and [m["seed"] for m in summary["members"]] == [3, 4]
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ["member0", "member1"]
+    assert is_ensemble_run(out) and not is_ensemble_run(out / "member0")
+    for name in ("config.yaml", "summary.json", "val-val/metrics.json",
+                 "val-val/confusion_matrix.png", "member1/curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    # The reported accuracy is the members' averaged probabilities, computed here by hand.
+    assert summary["val_acc"] == pytest.approx(_mean_of_members(members, digits_folder))
+    assert summary["val_acc"] > 0.3  # 10 classes, two epochs each: well above chance
+    # `resnet val` takes the folder or the members' checkpoints and gives the same figure.
+    capsys.readouterr()
+    for args in ([str(out)], [str(p) for p in members]):
+        assert main(["val", *args, "--json", "--out", str(tmp_path / "v")]) == 0
+        assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["val_acc"])
+    # `resnet predict` on the folder: the mean of the members' probabilities for one image.
+    image = next((digits_folder / "val" / "digit3").iterdir())
+    assert main(["predict", str(out), str(image), "--json", "--top-k", "10"]) == 0
+    got = {p["class"]: p["probability"]
+           for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    from resnet.engine.inference import TorchClassifier, predict_paths
+
+    singles = [predict_paths(TorchClassifier.from_checkpoint(p), [image], top_k=10)[0]
+               for p in members]
+    for c in got:
+        want = sum(p["probability"] for s in singles for p in s["predictions"]
+                   if p["class"] == c) / 2
+        assert got[c] == pytest.approx(want, abs=1e-5), c
+    # Grad-CAM explains one net: a clear one-line refusal, not a traceback.
+    assert main(["predict", str(out), str(image), "--cam", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one member" in err[0], err
+    # A finished ensemble is not overwritten.
+    with pytest.raises(ResNetError, match="finished ensemble"):
+        train_ensemble(ensemble_config(digits_folder, out), **QUIET)
+
+
+def test_interrupted_ensemble_resumes_inside_the_unfinished_member(
+    digits_folder, tmp_path, capsys
+):
+    out = tmp_path / "ens"
+    seen = []
+
+    def stop_in_second_member(msg, *a, **k):  # after member 2's first epoch is checkpointed
+        seen.append(msg)
+        if msg.startswith("epoch 1/2") and any(m.startswith("member 2/2") for m in seen):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(ensemble_config(digits_folder, out), progress=False,
+                       log=stop_in_second_member)
+    first = (out / "member0" / "best.pt").read_bytes()
+    assert load_checkpoint(out / "member1" / "last.pt")["epoch"] == 0  # one epoch of two
+    assert is_ensemble_run(out) and not (out / "ensemble.json").exists()
+    with pytest.raises(ResNetError, match="not all trained"):
+        load_model_or_ensemble(out)
+    with pytest.raises(ResNetError, match="another config"):
+        train_ensemble(ensemble_config(digits_folder, out, epochs=3), **QUIET)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "member 1/2 (seed 3): trained already" in said
+    assert "member 2/2 (seed 4): resuming" in said and "epoch 1/2" not in said  # from epoch 2
+    assert (out / "member0" / "best.pt").read_bytes() == first  # not trained again
+    assert load_checkpoint(out / "member1" / "last.pt")["epoch"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["seed"] for m in summary["members"]] == [3, 4] and "val_acc" in summary
+    assert main(["train", "--recipe", "best", "--nproc", "2", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_members_must_share_classes_and_preprocessing(digits_folder, tmp_path):
+    cfg = ensemble_config(digits_folder, tmp_path / "a", ensemble=1, epochs=1)
+    from resnet.engine.trainer import train
+
+    train(cfg, **QUIET)
+    a = tmp_path / "a" / "best.pt"
+    state = load_checkpoint(a)
+    for key, value, message in (
+        ("classes", [f"class{c}" for c in range(10)], "other classes"),
+        ("preprocessing", {**state["preprocessing"], "size": [20, 20]}, "other input"),
+    ):
+        torch.save({**state, key: value}, tmp_path / "b.pt")
+        with pytest.raises(ResNetError, match=message):
+            load_model_or_ensemble([a, tmp_path / "b.pt"])
+    model, merged = load_model_or_ensemble([a, a])
+    assert isinstance(model, Ensemble) and merged["members"] == [str(a), str(a)]
