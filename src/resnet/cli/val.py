@@ -43,12 +43,13 @@ def run(args) -> int:
     from ..tasks import checkpoint_task
 
     checkpoints = args.checkpoint
+    tasks = [checkpoint_task(c) for c in checkpoints]
     if len(checkpoints) > 1:
-        for c in checkpoints:
-            if checkpoint_task(c) != "classify":
-                raise ResNetError(f"{c} is a {checkpoint_task(c)} checkpoint; only classifiers "
-                                  "can be evaluated as an ensemble")
-    if checkpoint_task(checkpoints[0]) != "classify":
+        for c, task in zip(checkpoints, tasks, strict=True):
+            if task != "classify":
+                raise ResNetError(f"{c} is a {task} checkpoint; only classifiers can be "
+                                  "evaluated as an ensemble")
+    if tasks[0] != "classify":
         from ..tasks import evaluate_task
 
         metrics = evaluate_task(checkpoints[0], args.data, batch_size=min(args.batch_size, 32),
