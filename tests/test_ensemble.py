@@ -68,6 +68,8 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
     assert seeds == [3, 4] and [m["seed"] for m in summary["members"]] == [3, 4]
     assert json.loads((out / "ensemble.json").read_text())["members"] == ["member0", "member1"]
     assert is_ensemble_run(out) and not is_ensemble_run(out / "member0")
+    with pytest.raises(ResNetError, match="is an ensemble run.*member0"):
+        load_checkpoint(out)  # export and Grad-CAM take one member; the error says which
     for name in ("config.yaml", "summary.json", "val-val/metrics.json",
                  "val-val/confusion_matrix.png", "member1/curves.png"):
         assert (out / name).stat().st_size > 0, name

@@ -96,7 +96,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 path = path / name
                 break
         else:
-            if (path / "member0").is_dir():
+            from .ensemble import is_ensemble_run
+
+            if is_ensemble_run(path):
                 raise ResNetError(f"{path} is an ensemble run: `resnet val` and `resnet predict` "
                                   f"take it whole; elsewhere give one member, e.g. {path}/member0")
             raise ResNetError(f"{path} is a folder without best.pt or last.pt")

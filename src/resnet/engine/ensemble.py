@@ -92,17 +92,18 @@ def train_ensemble(cfg: TrainConfig, *, progress: bool = True, log=print) -> dic
                           "under torchrun train each member with its own --seed and --out, then "
                           "`resnet val` them together")
     out = Path(cfg.run.out) if cfg.run.out else default_out(cfg)
+    cfg = cfg.updated({"run": {"out": str(out)}})
     if (out / MANIFEST).exists() and (out / "summary.json").exists():
         raise ResNetError(f"{out} already holds a finished ensemble; use another --out")
     if (out / "config.yaml").exists():
         if not is_ensemble_run(out):
             raise ResNetError(f"{out} already holds a run; use another --out")
         saved = TrainConfig.load(out / "config.yaml").updated({"run": {"out": str(out)}})
-        if saved.to_dict() != cfg.updated({"run": {"out": str(out)}}).to_dict():
+        if saved.to_dict() != cfg.to_dict():
             raise ResNetError(f"{out} holds an ensemble run with another config; continue it "
                               f"with `resnet train --resume {out}` or use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    cfg.updated({"run": {"out": str(out)}}).save(out / "config.yaml")
+    cfg.save(out / "config.yaml")
     members, seconds = [], 0.0
     for i in range(k):
         folder = out / f"member{i}"
