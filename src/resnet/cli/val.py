@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
                    help="average with the mirrored image (default: as the run evaluated)")
     p.add_argument("--tta-shift", type=int, default=None, metavar="PX",
                    help="also average views moved PX pixels each way (default: as the run did)")
+    p.add_argument("--device", default="auto", help="auto (the GPU where there is one), cpu, cuda…")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="fp32 (default, exact) or autocast: bf16/fp16, auto = what training uses")
     p.add_argument(
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
@@ -72,6 +75,8 @@ def run(args) -> int:
         tta=args.tta,
         tta_shift=args.tta_shift,
         out=Path(args.out) if args.out else None,
+        device=args.device,
+        precision=args.precision,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))

@@ -140,7 +140,9 @@ def train_ensemble(cfg: TrainConfig, *, progress: bool = True, log=print) -> dic
         "out": str(out),
     }
     if split:
-        metrics = validate(out, split=split, device=str(_device(cfg)), progress=progress)
+        # The members' own figures came from autocast in the run's precision: so does this one.
+        metrics = validate(out, split=split, device=cfg.run.device, precision=cfg.run.precision,
+                           progress=progress)
         summary |= {f"{split}_{key}": metrics[name] for key, name in (
             ("acc", "top1"), ("top5", "top5"), ("loss", "loss"), ("macro_f1", "macro_f1"))}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -150,8 +152,3 @@ def train_ensemble(cfg: TrainConfig, *, progress: bool = True, log=print) -> dic
             f"member {100 * best:.2f}%) after {seconds:.0f}s of training; run folder {out}")
     return summary
 
-
-def _device(cfg: TrainConfig):
-    from .trainer import resolve_device
-
-    return resolve_device(cfg.run.device)

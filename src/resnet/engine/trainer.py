@@ -63,7 +63,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     if precision == "fp32":
         return None, False
     if precision == "fp16" and device.type == "cpu":
-        raise ResNetError("fp16 training is for GPUs; on the CPU use bf16 or fp32")
+        raise ResNetError("fp16 is for GPUs; on the CPU use bf16 or fp32")
     return (torch.bfloat16, False) if precision == "bf16" else (torch.float16, True)
 
 

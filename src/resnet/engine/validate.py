@@ -24,9 +24,17 @@ def validate(
     tta_shift: int | None = None,
     out: Path | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
     progress: bool = True,
 ) -> dict:
-    """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble)."""
+    """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble).
+
+    `precision` "fp32" (exact), "bf16"/"fp16" (autocast, as training evaluates) or "auto" (what
+    training picks on `device`); `device` "auto" takes the GPU where there is one."""
+    from .trainer import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    amp_dtype, _ = resolve_precision(precision, dev)
     model, state = load_model_or_ensemble(checkpoint)
     data_cfg = state.get("config", {}).get("data", {})
     trained_on = data_cfg.get("source")
@@ -50,7 +58,6 @@ def validate(
         batch_size=batch_size,
         workers=workers,
     )
-    dev = torch.device(device)
     run_cfg = state.get("config", {}).get("run", {})
     if tta is None:  # as the training run evaluated: flip TTA only where flips were augmented
         tta = bool(run_cfg.get("tta", False) and data_cfg.get("flip", True))
@@ -59,8 +66,8 @@ def validate(
     if not 0 <= tta_shift < min(pre["size"]):
         raise ResNetError(f"--tta-shift must be 0 to {min(pre['size']) - 1} pixels for "
                           f"{min(pre['size'])} px images, got {tta_shift}")
-    metrics = evaluate(model.to(dev), loader, len(classes), dev, tta=tta, tta_shift=tta_shift,
-                       progress=progress, desc=split)
+    metrics = evaluate(model.to(dev), loader, len(classes), dev, amp_dtype=amp_dtype, tta=tta,
+                       tta_shift=tta_shift, progress=progress, desc=split)
     several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
     ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
@@ -72,6 +79,7 @@ def validate(
         **({"members": state["members"]} if "members" in state else {}),
         "data": source,
         "split": split,
+        "numerics": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "classes": classes,
         **metrics,
         "out": str(out),
