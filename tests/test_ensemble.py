@@ -104,6 +104,15 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
         want = sum(p["probability"] for s in singles for p in s["predictions"]
                    if p["class"] == c) / 2
         assert got[c] == pytest.approx(want, abs=1e-5), c
+    # Exported whole (ONNX, TorchScript): one graph, parity-checked, predicting the same.
+    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt")):
+        assert main(["export", str(out), "--format", fmt, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["parity"]["max_abs_diff"] < 1e-3
+        assert main(["predict", str(out / name), str(image), "--json", "--top-k", "10"]) == 0
+        exported = {p["class"]: p["probability"]
+                    for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+        assert exported.keys() == got.keys()
+        assert all(exported[c] == pytest.approx(got[c], abs=1e-4) for c in got), fmt
     # Grad-CAM explains one net: a clear one-line refusal, not a traceback.
     assert main(["predict", str(out), str(image), "--cam", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         "metadata, after checking on real images that the exported model's logits match the "
         "eager model's (max |diff|, top-1 agreement). A parity failure writes nothing and exits 2.",
     )
-    p.add_argument("checkpoint", help="a resnet checkpoint (.pt) or run folder")
+    p.add_argument("checkpoint", help="a resnet checkpoint (.pt), run folder or ensemble folder")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,

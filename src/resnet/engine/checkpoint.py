@@ -99,8 +99,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             from .ensemble import is_ensemble_run
 
             if is_ensemble_run(path):
-                raise ResNetError(f"{path} is an ensemble run: `resnet val` and `resnet predict` "
-                                  f"take it whole; elsewhere give one member, e.g. {path}/member0")
+                raise ResNetError(f"{path} is an ensemble run: `resnet val`, `predict` and "
+                                  f"`export` take it whole; elsewhere give one member, e.g. "
+                                  f"{path}/member0")
             raise ResNetError(f"{path} is a folder without best.pt or last.pt")
     from ..models.weights import torch_load_safe
 

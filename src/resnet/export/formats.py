@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ..engine.checkpoint import atomic_write_bytes, load_model
+from ..engine.checkpoint import atomic_write_bytes
+from ..engine.ensemble import load_model_or_ensemble
 from ..errors import ResNetError
 from . import onnx as onnx_export
 from . import program
@@ -88,7 +89,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     and leaves any existing file at `out` untouched.
 
     Args:
-        checkpoint: a resnet checkpoint file or run folder.
+        checkpoint: a resnet checkpoint file, run folder or ensemble folder (exported as one
+            graph whose output is the log of the members' mean probability).
         fmt: "onnx", "torchscript" or "exported-program".
         out: output path; default beside the checkpoint (best.pt -> best.onnx,
             best.torchscript.pt, best.pt2; best.int8.onnx with `int8`).
@@ -114,7 +116,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     path = Path(out) if out else default_output(checkpoint, fmt, int8)
     if path.is_dir():
         raise ResNetError(f"output {path} is a folder")
-    model, state = load_model(checkpoint)
+    model, state = load_model_or_ensemble(checkpoint)  # an ensemble folder: one graph of all
     dynamic = dynamic_batch or fmt == "torchscript"
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]

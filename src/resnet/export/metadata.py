@@ -38,6 +38,7 @@ def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> di
         "output": OUTPUT_NAME,
         "exported_by": f"resnet {__version__}",
         "source_versions": state.get("versions", {}),
+        **({"members": len(state["members"])} if "members" in state else {}),
     }
 
 

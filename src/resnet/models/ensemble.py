@@ -25,5 +25,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([m(x).float().log_softmax(1) for m in self.members])
-        return logp.logsumexp(0) - math.log(len(self.members))
+        outs: list[torch.Tensor] = []
+        for m in self.members:  # a plain loop: TorchScript unrolls it over the ModuleList
+            outs.append(m(x).float().log_softmax(1))
+        return torch.stack(outs).logsumexp(0) - math.log(len(outs))
