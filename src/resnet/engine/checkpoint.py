@@ -85,8 +85,9 @@ def save_checkpoint(path: str | os.PathLike, model: ResNet, **extra) -> Path:
     return atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a checkpoint safely: tensors and plain data only, never pickled code."""
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """Reads a checkpoint safely: tensors and plain data only, never pickled code. `mmap` leaves
+    the tensors on disk until used (for reading a checkpoint's metadata only)."""
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"checkpoint not found: {path}")
@@ -105,7 +106,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ResNetError(f"{path} is a folder without best.pt or last.pt")
     from ..models.weights import torch_load_safe
 
-    state = torch_load_safe(path, "checkpoint")
+    state = torch_load_safe(path, "checkpoint", mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ResNetError(
             f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "

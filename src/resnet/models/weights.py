@@ -530,11 +530,13 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def torch_load_safe(path: str | os.PathLike, what: str = "file") -> Any:
+def torch_load_safe(path: str | os.PathLike, what: str = "file", mmap: bool = False) -> Any:
     """`torch.load(weights_only=True)` with one-line errors: pickled code is refused, a
-    truncated or corrupt file named as such."""
+    truncated or corrupt file named as such. `mmap`: tensors stay on disk until touched (cheap
+    when only the plain data is wanted; files of the legacy non-zip format cannot be mapped)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and Path(path).is_file() and zipfile.is_zipfile(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise ResNetError(
             f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "

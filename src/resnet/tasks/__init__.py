@@ -42,7 +42,8 @@ def checkpoint_task(checkpoint_path: str | os.PathLike) -> str:
 
     if is_ensemble_run(checkpoint_path):  # ensembles are of classifiers
         return "classify"
-    return load_checkpoint(checkpoint_path).get("task") or "classify"
+    # Mapped, not read: the weights are loaded once, by whoever then builds the model.
+    return load_checkpoint(checkpoint_path, mmap=True).get("task") or "classify"
 
 
 __all__ = ["TASKS", "Backbone", "BackboneFPN", "BackboneProjection", "build_neck",
