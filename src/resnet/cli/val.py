@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
                    help="also average views moved PX pixels each way (default: as the run did)")
     p.add_argument("--device", default="auto", help="auto (the GPU where there is one), cpu, cuda…")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
-                   help="fp32 (default, exact) or autocast: bf16/fp16, auto = what training uses")
+                   help="fp32 (default) or autocast in bf16/fp16; auto: the run's own precision "
+                   "(repeats the figure training reported)")
     p.add_argument(
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
@@ -55,6 +56,9 @@ def run(args) -> int:
     if tasks[0] != "classify":
         from ..tasks import evaluate_task
 
+        if args.precision != "fp32" or args.device != "auto":
+            raise ResNetError(f"--precision and --device apply to classifiers; {checkpoints[0]} "
+                              f"is a {tasks[0]} checkpoint")
         metrics = evaluate_task(checkpoints[0], args.data, batch_size=min(args.batch_size, 32),
                                 out_dir=Path(args.out) if args.out else None)
         if args.json:

@@ -7,10 +7,10 @@
         val-test/          the ensemble's metrics.json and confusion_matrix.png
         summary.json       each member's accuracy and the ensemble's
 
-`resnet val`, `resnet predict` and `load_model_or_ensemble` take such a folder (or several
-checkpoints) and average the members' probabilities (`models.ensemble.Ensemble`). Training the
-same config into the same folder again, or `--resume` on it, goes on from the first unfinished
-member.
+`resnet val`, `resnet predict`, `resnet export` and `load_model_or_ensemble` take such a folder
+(or several checkpoints) and average the members' probabilities (`models.ensemble.Ensemble`).
+Training the same config into the same folder again, or `--resume` on it, goes on from the first
+unfinished member.
 """
 
 from __future__ import annotations

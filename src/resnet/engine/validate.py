@@ -23,19 +23,24 @@ def validate(
     tta: bool | None = None,
     tta_shift: int | None = None,
     out: Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     precision: str = "fp32",
     progress: bool = True,
 ) -> dict:
     """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble).
 
-    `precision` "fp32" (exact), "bf16"/"fp16" (autocast, as training evaluates) or "auto" (what
-    training picks on `device`); `device` "auto" takes the GPU where there is one."""
+    `precision`: "fp32" (default), "bf16"/"fp16" (autocast) or "auto": the run's own setting
+    (its `run.precision`, resolved on `device` as training resolves it), so the figure repeats
+    the one training reported. `device` "auto" takes the GPU where there is one."""
     from .trainer import resolve_device, resolve_precision
 
     dev = resolve_device(device)
-    amp_dtype, _ = resolve_precision(precision, dev)
     model, state = load_model_or_ensemble(checkpoint)
+    if precision == "auto":
+        precision = state.get("config", {}).get("run", {}).get("precision", "auto")
+        if precision == "fp16" and dev.type == "cpu":
+            precision = "auto"  # trained in fp16 on a GPU, evaluated here on the CPU
+    amp_dtype, _ = resolve_precision(precision, dev)
     data_cfg = state.get("config", {}).get("data", {})
     trained_on = data_cfg.get("source")
     source = data or trained_on
@@ -79,7 +84,7 @@ def validate(
         **({"members": state["members"]} if "members" in state else {}),
         "data": source,
         "split": split,
-        "numerics": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+        "numerics": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
         "classes": classes,
         **metrics,
         "out": str(out),

@@ -38,7 +38,10 @@ def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> di
         "output": OUTPUT_NAME,
         "exported_by": f"resnet {__version__}",
         "source_versions": state.get("versions", {}),
-        **({"members": len(state["members"])} if "members" in state else {}),
+        # An ensemble's output is the log of its members' mean probability, not raw logits:
+        # softmax and argmax treat it the same; margins and temperatures do not.
+        **({"members": len(state["members"]), "output_kind": "log_probabilities"}
+           if "members" in state else {}),
     }
 
 

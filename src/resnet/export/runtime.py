@@ -90,10 +90,10 @@ def load_classifier(path: str | os.PathLike, backend: str | None = None,
         return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
                           backend="torch", source=source, path=path, metadata=meta)
 
-    from ..engine.checkpoint import load_model
+    from ..engine.ensemble import load_model_or_ensemble
     from .metadata import make_metadata
 
-    model, state = load_model(path)
+    model, state = load_model_or_ensemble(path)
     meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
     if backend == "onnxruntime":
         from .parity import check_parity
