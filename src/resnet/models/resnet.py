@@ -282,6 +282,8 @@ class ResNet(nn.Module):
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
+                # The ReLU gain for every activation (GELU/SiLU too), as torchvision and timm do:
+                # each conv is followed by a norm layer, which undoes any scale error of the init.
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
                 nn.init.ones_(m.weight)
