@@ -319,7 +319,7 @@ def test_shipped_recipes_load_and_resolve():
     from resnet.models import get_entry
 
     names = list_recipes()
-    assert {"paper", "speedrun", "best"} <= set(names)
+    assert {"paper", "speedrun", "best", "ensemble"} <= set(names)
     for name in names:
         cfg = load_recipe(name)
         get_entry(cfg.model.name)  # every recipe names a registered model
