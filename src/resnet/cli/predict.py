@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", help="also write predictions.json into this folder")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU where there is one, as train and val), cpu, cuda…")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument(
         "--backend",
@@ -72,7 +73,9 @@ def _task_of(path: str) -> str:
 
 def run(args) -> int:
     from ..engine.inference import expand_inputs, predict_paths
+    from ..engine.trainer import resolve_device
 
+    args.device = str(resolve_device(args.device))
     if args.cam and not args.out:
         raise ResNetError("--cam writes PNGs next to predictions.json: give --out DIR")
     if not args.weights and len(args.inputs) > 1 and _task_of(args.inputs[0]) != "classify":
