@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from resnet.engine.checkpoint import atomic_write_text
+from resnet.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from resnet.engine.evaluate import predict_logits
 from resnet.engine.recipes import load_recipe
 from resnet.engine.trainer import Trainer
+from resnet.models.weights import torch_load_safe
 
 
 def member_probabilities(recipe: str, seed: int, epochs: int | None):
@@ -70,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     saved = Path(args.probs)
     if args.analyse_only:
-        data = torch.load(saved, weights_only=True)
+        data = torch_load_safe(saved, "probabilities file")
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
         probs, seconds, labels = [], [], None
@@ -82,8 +83,7 @@ def main() -> None:
             print(f"member seed {seed}: val {acc:.2f} %, {s:.0f} s", flush=True)
         data = {"probs": torch.stack(probs), "labels": labels, "seeds": torch.tensor(seeds),
                 "train_s": torch.tensor(seconds)}
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, saved)
+        atomic_write_bytes(saved, lambda f: torch.save(data, f))
     table = subset_table(data["probs"], data["labels"])
     for row in table:
         print(f"{row['members']} members: val {row['mean']:.2f} % (mean of {row['subsets']} "
