@@ -66,10 +66,12 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
     for member in range(k):
         mcfg = cfg.updated({"run": {"seed": cfg.run.seed + member, "out": tempfile.mkdtemp()}})
         tr = Trainer(mcfg, progress=True, log=lambda *a: None)
-        for epoch in range(cfg.run.epochs):
+        epoch = -1
+        while epoch + 1 < tr.planned_epochs:  # run.epochs, or what fits run.time_budget
+            epoch += 1
             row = tr.train_one_epoch(epoch)
             train_s += row["seconds"]
-            last = epoch == cfg.run.epochs - 1
+            last = epoch + 1 >= tr.plan(epoch + 1)
             point = {"epoch": epoch + 1, "train_seconds": round(train_s, 2),
                      "train_loss": round(row["train_loss"], 4), "img_s": round(row["img_s"])}
             if k > 1:

@@ -152,9 +152,83 @@ def test_a_run_stopped_by_its_time_limit_resumes_only_with_a_larger_limit(digits
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     r = _cli("train", "--resume", str(out), "--time-limit", "5", "--lr", "0.1")
-    assert r.returncode == 2 and "--epochs and --time-limit (got --lr)" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--time-limit and --time-budget (got --lr)" in r.stderr, r.stderr
     with pytest.raises(ResNetError, match="time_limit must be positive"):
         small_config(str(digits_folder), tmp_path / "x", time_limit=0)
+
+
+def test_epochs_within_fills_the_budget_and_keeps_to_its_bounds():
+    from resnet.engine.optim import epochs_within
+
+    assert epochs_within(3600, 0.0, [], 0, 100) == 100  # nothing measured: plan the cap
+    # 54 s epochs, 2 done (108 s): 3492 s left hold 64 more, so 66 in all.
+    assert epochs_within(3600, 108.0, [54.0, 54.0], 2, 100) == 66
+    assert epochs_within(3600, 108.0, [54.0, 54.0], 2, 40) == 40  # run.epochs caps the plan
+    # Only the last three epochs count: a machine that slowed to 72 s plans fewer.
+    assert epochs_within(3600, 1080.0, [40.0] * 17 + [72.0] * 3, 20, 100) == 20 + 35
+    assert epochs_within(3600, 3650.0, [54.0], 60, 100) == 60  # over budget: stop now
+
+
+class _TenSecondEpochs(Trainer):
+    """Every epoch is booked as 10 s of training, so the plan does not depend on this machine."""
+
+    def train_one_epoch(self, epoch):
+        row = super().train_one_epoch(epoch)
+        self.train_seconds += 10.0 - self.epoch_seconds[-1]
+        self.epoch_seconds[-1] = row["seconds"] = 10.0
+        return row
+
+
+def test_a_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_in_them(
+    digits_folder, tmp_path
+):
+    cfg = small_config(str(digits_folder), tmp_path / "budget", epochs=50, time_budget=35)
+    summary = _TenSecondEpochs(cfg, progress=False, log=lambda *a: None).fit()
+    rows = list(csv.DictReader(open(tmp_path / "budget" / "metrics.csv")))
+    # 35 s hold three 10 s epochs, and the one-cycle schedule spans those three, not 50: its
+    # last step runs at 1/(steps after the warm-up) of the peak 0.05, where a run stopped by
+    # --time-limit 35 would still be near the peak.
+    assert summary["epochs"] == 3 and len(rows) == 3 and summary["time_budget"] == 35
+    state = load_checkpoint(tmp_path / "budget" / "last.pt")
+    steps = state["step"]
+    assert state["planned_epochs"] == 3 and steps % 3 == 0
+    assert float(rows[-1]["lr"]) == pytest.approx(0.05 / (steps - round(0.5 * steps / 3)))
+    # Resuming with a larger budget plans more epochs (a longer run, like --epochs).
+    more = _TenSecondEpochs(resume=tmp_path / "budget", time_budget=55, progress=False,
+                            log=lambda *a: None)
+    assert more.planned_epochs == 5
+
+
+def test_a_budget_run_cut_short_resumes_into_the_same_weights(digits_folder, tmp_path):
+    full = small_config(str(digits_folder), tmp_path / "full", epochs=50, time_budget=35)
+    _TenSecondEpochs(full, progress=False, log=lambda *a: None).fit()
+
+    class Killed(_TenSecondEpochs):
+        def train_one_epoch(self, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+            return super().train_one_epoch(epoch)
+
+    cut = small_config(str(digits_folder), tmp_path / "cut", epochs=50, time_budget=35)
+    with pytest.raises(KeyboardInterrupt):
+        Killed(cut, progress=False, log=lambda *a: None).fit()
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    _TenSecondEpochs(resume=tmp_path / "cut", progress=False, log=lambda *a: None).fit()
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_time_flags_take_durations_and_refuse_nonsense(tmp_path):
+    from resnet.cli.train import duration
+
+    assert [duration(t) for t in ("3600", "90s", "45m", "1h30m", "1.5h")] == [
+        3600, 90, 2700, 5400, 5400
+    ]
+    r = _cli("train", "--time-budget", "an hour", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "not a duration: 'an hour'" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_lookahead_moves_slow_weights_alpha_of_the_way_every_k_steps():

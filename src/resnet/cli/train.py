@@ -54,7 +54,23 @@ FLAG_MAP = {
     "tta_shift": ("run", "tta_shift"),
     "sync_bn": ("run", "sync_bn"),
     "time_limit": ("run", "time_limit"),
+    "time_budget": ("run", "time_budget"),
 }
+
+
+RESUME_FLAGS = ("epochs", "time_limit", "time_budget")  # what --resume may change
+
+
+def duration(text: str) -> float:
+    """Seconds from "3600", "90s", "45m", "1h" or "1h30m" (an argparse type)."""
+    import re
+
+    num = r"(\d+(?:\.\d+)?)"
+    m = re.fullmatch(rf"(?:{num}h)?(?:{num}m)?(?:{num}s?)?", text.replace(" ", ""))
+    if m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90s, 45m, 1h30m)")
+    h, mins, secs = (float(g) if g else 0.0 for g in m.groups())
+    return 3600 * h + 60 * mins + secs
 
 
 def add_parser(sub) -> None:
@@ -153,9 +169,13 @@ def add_parser(sub) -> None:
     r.add_argument("--tta-shift", type=int, metavar="PX",
                    help="also evaluate views moved PX pixels each way (airbench's TTA: 1)")
     r.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm (distributed)")
-    r.add_argument("--time-limit", type=float,
-                   help="stop after the epoch that passes N seconds of training (the whole run's, "
-                        "resumed parts included; with --resume: a new limit)")
+    r.add_argument("--time-limit", type=duration, metavar="TIME",
+                   help="stop after the epoch that passes TIME of training (3600, 90s, 45m, 1h; "
+                        "the whole run's, resumed parts included; with --resume: a new limit)")
+    r.add_argument("--time-budget", type=duration, metavar="TIME",
+                   help="train as many epochs as fit in TIME of training (at most --epochs), "
+                        "re-planned after each epoch, so the learning-rate schedule ends when "
+                        "the budget is spent (with --resume: a new budget)")
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     r.add_argument("--ensemble", type=int, metavar="K",
                    help="train K nets (seeds seed..seed+K-1) into RUN/member0.. and evaluate and "
@@ -241,14 +261,15 @@ def run(args) -> int:
         given = [
             f
             for f in FLAG_MAP
-            if f not in ("epochs", "time_limit") and getattr(args, f, None) is not None
+            if f not in RESUME_FLAGS and getattr(args, f, None) is not None
         ]
         given += [f for f in ("config", "recipe", "opt") if getattr(args, f, None)]
         if given:
             raise ResNetError(f"--resume continues the run as it was configured; it takes only "
-                              f"--epochs and --time-limit (got --{given[0].replace('_', '-')})")
+                              f"--epochs, --time-limit and --time-budget "
+                              f"(got --{given[0].replace('_', '-')})")
         train(resume=args.resume, epochs=args.epochs, time_limit=args.time_limit,
-              progress=progress)
+              time_budget=args.time_budget, progress=progress)
         return 0
     train(config_from_args(args), progress=progress)
     return 0

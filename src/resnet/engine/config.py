@@ -114,6 +114,11 @@ class RunConfig:
     tta_shift: int = 0  # N > 0: also views moved N px each way (weighted 1/2, 1/4, 1/4)
     sync_bn: bool = False
     time_limit: float | None = None  # seconds: stop after the epoch that passes it
+    # Seconds of training to plan for: the run trains as many epochs as fit (at most `epochs`),
+    # re-planned after each epoch from the measured epoch times, so the learning-rate schedule
+    # ends when the budget is spent. What a "best model in an hour" run wants; `time_limit`
+    # only stops a run, mid-schedule.
+    time_budget: float | None = None
     ensemble: int = 1  # K > 1: train K members (seeds seed..seed+K-1), predict with their average
 
     def __post_init__(self):
@@ -127,6 +132,8 @@ class RunConfig:
             raise ValueError(f"tta_shift must be 0 or more pixels, got {self.tta_shift}")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ValueError(f"time_limit must be positive seconds, got {self.time_limit}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble must be at least 1 member, got {self.ensemble}")
 

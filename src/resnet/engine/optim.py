@@ -186,6 +186,23 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def epochs_within(budget_s: float, used_s: float, epoch_seconds: list[float], done: int,
+                  most: int) -> int:
+    """How many epochs a run with a training-time budget plans, after `done` epochs.
+
+    The remaining budget over the mean of the last three epochs' times, rounded down (the run
+    stops a part of an epoch early rather than late); at least `done` (it stops now) and at
+    most `most` (run.epochs caps it). Re-planned after every epoch, so a machine that slows
+    down or speeds up moves the end of the learning-rate schedule with it.
+    """
+    if done == 0 or not epoch_seconds:
+        return most  # nothing measured yet: plan the cap (warm-up does not depend on it)
+    recent = epoch_seconds[-3:]
+    per_epoch = max(sum(recent) / len(recent), 1e-9)
+    more = max(0, math.floor((budget_s - used_s) / per_epoch))
+    return max(done, min(most, done + more))
+
+
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
     for g in optimizer.param_groups:
         g["lr"] = base_lr * g.get("lr_mult", 1.0) * factor

@@ -25,7 +25,7 @@ from .checkpoint import build_model as build_model_from_state
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import autocast, evaluate
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, epochs_within, lr_factor, set_lr
 from .report import plot_confusion, plot_curves, write_json, write_metrics_csv
 
 
@@ -101,8 +101,10 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         raise ResNetError(str(e)) from None
 
 
-def _with_run_overrides(cfg: TrainConfig, epochs: int | None, time_limit: float | None):
-    run = {k: v for k, v in (("epochs", epochs), ("time_limit", time_limit)) if v is not None}
+def _with_run_overrides(cfg: TrainConfig, epochs: int | None, time_limit: float | None,
+                        time_budget: float | None = None):
+    run = {k: v for k, v in (("epochs", epochs), ("time_limit", time_limit),
+                             ("time_budget", time_budget)) if v is not None}
     return cfg.updated({"run": run}) if run else cfg
 
 
@@ -147,6 +149,7 @@ class Trainer:
         resume: str | Path | None = None,
         epochs: int | None = None,
         time_limit: float | None = None,
+        time_budget: float | None = None,
         progress: bool = True,
         log=print,
     ):
@@ -163,7 +166,7 @@ class Trainer:
                     raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
             # A longer run or a new limit (the whole run's training time, resumed parts
             # included); the config validates both.
-            cfg = _with_run_overrides(cfg, epochs, time_limit)
+            cfg = _with_run_overrides(cfg, epochs, time_limit, time_budget)
             used, left = state.get("train_seconds", 0.0), state["epoch"] + 1 < cfg.run.epochs
             if left and cfg.run.time_limit and used >= cfg.run.time_limit:
                 raise ResNetError(
@@ -174,7 +177,7 @@ class Trainer:
         elif cfg is None:
             raise ValueError("a TrainConfig or a run folder to resume is needed")
         else:
-            cfg = _with_run_overrides(cfg, epochs, time_limit)
+            cfg = _with_run_overrides(cfg, epochs, time_limit, time_budget)
         if cfg.run.ensemble > 1:
             raise ResNetError("a Trainer trains one net; run.ensemble > 1 trains through "
                               "engine.train (members one after another)")
@@ -247,6 +250,9 @@ class Trainer:
             if getattr(self.data, s) is not None
         }
         self.steps_per_epoch = len(self.train_loader)
+        # The epochs the learning-rate schedule spans: run.epochs, or with run.time_budget the
+        # number that fit the budget, re-planned after every epoch (`plan`).
+        self.planned_epochs = cfg.run.epochs
         self.total_steps = cfg.run.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         self.ema = None
@@ -264,7 +270,7 @@ class Trainer:
                 self.model, cfg.optim.lookahead_steps, cfg.optim.lookahead_alpha
             )
         self.start_epoch, self.history, self.best = 0, [], -1.0
-        self.train_seconds = 0.0
+        self.train_seconds, self.epoch_seconds = 0.0, []
         if state is not None:
             self._restore(state)
         self._wrap()
@@ -357,6 +363,7 @@ class Trainer:
             "history": self.history,
             "best_val_acc": self.best,
             "train_seconds": self.train_seconds,
+            "planned_epochs": self.planned_epochs,
             # For the record: resuming reseeds from (seed, epoch), which replays exactly.
             "rng": {"torch": torch.get_rng_state()},
         }
@@ -389,6 +396,10 @@ class Trainer:
         self.history = list(state["history"])
         self.best = state["best_val_acc"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.epoch_seconds = [row["seconds"] for row in self.history]
+        # With a time budget: the plan the uninterrupted run made after this epoch (the same
+        # inputs give the same plan), or a new one for a new budget.
+        self.plan(self.start_epoch)
         self.log(f"resuming {self.out} after epoch {self.start_epoch}")
 
     def _save(self, epoch: int, step: int, improved: bool) -> None:
@@ -401,6 +412,20 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", self.eval_model(), **state)
 
     # -- the loop ------------------------------------------------------------------------
+    def _set_plan(self, epochs: int) -> None:
+        self.planned_epochs = epochs
+        self.total_steps = epochs * self.steps_per_epoch
+
+    def plan(self, done: int) -> int:
+        """The epochs the run will train, after `done` of them; with `run.time_budget`, re-plans
+        them (and so the learning-rate schedule) from the epoch times measured so far."""
+        run = self.cfg.run
+        if run.time_budget:
+            epochs = epochs_within(run.time_budget, self.train_seconds, self.epoch_seconds,
+                                   done, run.epochs)
+            self._set_plan(distributed.broadcast_object(epochs))  # every rank stops together
+        return self.planned_epochs
+
     def train_one_epoch(self, epoch: int) -> dict:
         from tqdm import tqdm
 
@@ -426,7 +451,7 @@ class Trainer:
             total=self.steps_per_epoch,
             leave=False,
             unit="batch",
-            desc=f"epoch {epoch + 1}/{cfg.run.epochs}" + (f" @{size[0]}px" if size else ""),
+            desc=f"epoch {epoch + 1}/{self.planned_epochs}" + (f" @{size[0]}px" if size else ""),
             disable=not self.progress,
             dynamic_ncols=True,
         )
@@ -491,6 +516,8 @@ class Trainer:
         totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64)])
         distributed.all_reduce_sum(totals)
         seconds = time.perf_counter() - t0
+        self.train_seconds += seconds
+        self.epoch_seconds.append(seconds)
         return {
             "lr": lr,
             "train_loss": float(totals[0] / totals[2]),
@@ -528,12 +555,12 @@ class Trainer:
                 f"run folder {self.out}"
             )
         epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, cfg.run.epochs):
+        while epoch + 1 < self.planned_epochs:
+            epoch += 1
             self._maybe_unfreeze(epoch)
             row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
-            self.train_seconds += row["seconds"]
+            last = epoch + 1 >= self.plan(epoch + 1)
             improved = False
-            last = epoch == cfg.run.epochs - 1
             if "val" in self.eval_loaders and ((epoch + 1) % cfg.run.eval_every == 0 or last):
                 m = self.evaluate("val")
                 row |= {"val_loss": m["loss"], "val_acc": m["top1"], "val_top5": m["top5"]}
@@ -556,7 +583,7 @@ class Trainer:
                     else ""
                 )
                 self.log(
-                    f"epoch {epoch + 1}/{cfg.run.epochs}: train loss {row['train_loss']:.4f} "
+                    f"epoch {epoch + 1}/{self.planned_epochs}: train loss {row['train_loss']:.4f} "
                     f"acc {100 * row['train_acc']:.2f}%{val} "
                     f"({row['seconds']:.1f}s, {row['img_s']:.0f} img/s)"
                 )
@@ -574,6 +601,7 @@ class Trainer:
             "epochs": epoch + 1,
             "classes": self.data.classes,
             "train_seconds": round(self.train_seconds, 2),
+            **({"time_budget": cfg.run.time_budget} if cfg.run.time_budget else {}),
             "best_val_acc": self.best if self.best >= 0 else None,
             "final_val_acc": self.history[-1].get("val_acc") if self.history else None,
             "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
@@ -624,28 +652,30 @@ def train(
     resume: str | Path | None = None,
     epochs: int | None = None,
     time_limit: float | None = None,
+    time_budget: float | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
     """Trains as `cfg` says (or resumes the run folder `resume`); returns the run's summary.
 
-    A resumed run may get more `epochs` or a larger `time_limit` (seconds of training over the
-    whole run, resumed parts included); nothing else about it can change. With
+    A resumed run may get more `epochs`, a larger `time_limit` or a new `time_budget` (seconds
+    of training over the whole run, resumed parts included); nothing else about it can change. With
     `cfg.run.ensemble` > 1 (or an ensemble folder to resume) it trains the members in turn
     (`engine.ensemble.train_ensemble`).
     """
     from .ensemble import is_ensemble_run, train_ensemble
 
     if resume is not None and is_ensemble_run(resume):
-        if epochs is not None or time_limit is not None:
-            raise ResNetError("an ensemble resumes as it was configured (no --epochs or "
-                              "--time-limit)")
+        if epochs is not None or time_limit is not None or time_budget is not None:
+            raise ResNetError("an ensemble resumes as it was configured (no --epochs, "
+                              "--time-limit or --time-budget)")
         cfg = TrainConfig.load(Path(resume) / "config.yaml").updated({"run": {"out": str(resume)}})
         return train_ensemble(cfg, progress=progress, log=log)
     if resume is None and cfg is not None and cfg.run.ensemble > 1:
         return train_ensemble(cfg, progress=progress, log=log)
     trainer = Trainer(
-        cfg, resume=resume, epochs=epochs, time_limit=time_limit, progress=progress, log=log
+        cfg, resume=resume, epochs=epochs, time_limit=time_limit, time_budget=time_budget,
+        progress=progress, log=log
     )
     try:
         return trainer.fit()
