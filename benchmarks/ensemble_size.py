@@ -37,7 +37,12 @@ def member_probabilities(recipe: str, seed: int, epochs: int | None):
     if epochs:
         cfg = cfg.updated({"run": {"epochs": epochs}})
     tr = Trainer(cfg, progress=True, log=lambda *a: None)
-    seconds = sum(tr.train_one_epoch(e)["seconds"] for e in range(cfg.run.epochs))
+    epoch = -1
+    while epoch + 1 < tr.planned_epochs:  # run.epochs, or what fits run.time_budget
+        epoch += 1
+        tr.train_one_epoch(epoch)
+        tr.plan(epoch + 1)
+    seconds = tr.train_seconds
     model, probs, labels = tr.eval_model().eval(), [], []
     with torch.no_grad():
         for x, y in tr.eval_loaders["val"]:

@@ -170,12 +170,16 @@ def test_epochs_within_fills_the_budget_and_keeps_to_its_bounds():
 
 
 class _TenSecondEpochs(Trainer):
-    """Every epoch is booked as 10 s of training, so the plan does not depend on this machine."""
+    """Every epoch is booked as 10 s of training (or as `booked` says), so the plan does not
+    depend on this machine."""
+
+    booked: dict[int, float] = {}
 
     def train_one_epoch(self, epoch):
         row = super().train_one_epoch(epoch)
-        self.train_seconds += 10.0 - self.epoch_seconds[-1]
-        self.epoch_seconds[-1] = row["seconds"] = 10.0
+        seconds = self.booked.get(epoch, 10.0)
+        self.train_seconds += seconds - self.epoch_seconds[-1]
+        self.epoch_seconds[-1] = row["seconds"] = seconds
         return row
 
 
@@ -193,10 +197,35 @@ def test_a_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_in_them(
     steps = state["step"]
     assert state["planned_epochs"] == 3 and steps % 3 == 0
     assert float(rows[-1]["lr"]) == pytest.approx(0.05 / (steps - round(0.5 * steps / 3)))
-    # Resuming with a larger budget plans more epochs (a longer run, like --epochs).
+    # Resuming with a larger budget plans more epochs (a longer run, like --epochs); without
+    # one, the spent budget is refused in one line.
     more = _TenSecondEpochs(resume=tmp_path / "budget", time_budget=55, progress=False,
                             log=lambda *a: None)
     assert more.planned_epochs == 5
+    from resnet.errors import ResNetError
+
+    with pytest.raises(ResNetError, match="30 s of its time budget of 35 s; resume with a larger"):
+        _TenSecondEpochs(resume=tmp_path / "budget", progress=False, log=lambda *a: None)
+
+
+def test_a_budget_plan_never_grows_once_its_schedule_has_ended(digits_folder, tmp_path):
+    class FastThird(_TenSecondEpochs):
+        booked = {2: 5.0}  # after 25 s, 10 s are left: the 8.3 s mean would fit a 4th epoch
+
+    logs = []
+    cfg = small_config(str(digits_folder), tmp_path / "b", epochs=3, time_budget=35)
+    summary = FastThird(cfg, progress=False, log=logs.append).fit()
+    assert summary["epochs"] == 3
+    assert not any("caps the run" in line for line in logs)  # 3 fit and 3 are allowed
+    cfg = small_config(str(digits_folder), tmp_path / "c", epochs=50, time_budget=35)
+    summary = FastThird(cfg, progress=False, log=logs.append).fit()
+    assert summary["epochs"] == 3  # the last planned epoch ran fast, but the rate is at zero
+    # The cap binds and says so: 100 s of 10 s epochs against run.epochs 2.
+    logs.clear()
+    cfg = small_config(str(digits_folder), tmp_path / "d", epochs=2, time_budget=100)
+    assert _TenSecondEpochs(cfg, progress=False, log=logs.append).fit()["epochs"] == 2
+    assert any("10 epochs would fit in 100 s; run.epochs caps the run at 2" in line
+               for line in logs), logs
 
 
 def test_a_budget_run_cut_short_resumes_into_the_same_weights(digits_folder, tmp_path):
@@ -223,9 +252,12 @@ def test_a_budget_run_cut_short_resumes_into_the_same_weights(digits_folder, tmp
 def test_time_flags_take_durations_and_refuse_nonsense(tmp_path):
     from resnet.cli.train import duration
 
-    assert [duration(t) for t in ("3600", "90s", "45m", "1h30m", "1.5h")] == [
-        3600, 90, 2700, 5400, 5400
+    assert [duration(t) for t in ("3600", "90s", "45m", "1h30m", "1.5h", "2H")] == [
+        3600, 90, 2700, 5400, 5400, 7200
     ]
+    for bad in ("1h30", "-5", "1e-3", "soon"):
+        with pytest.raises(Exception, match="not a duration"):
+            duration(bad)
     r = _cli("train", "--time-budget", "an hour", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "not a duration: 'an hour'" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()

@@ -66,11 +66,12 @@ def duration(text: str) -> float:
     import re
 
     num = r"(\d+(?:\.\d+)?)"
-    m = re.fullmatch(rf"(?:{num}h)?(?:{num}m)?(?:{num}s?)?", text.replace(" ", ""))
-    if m is None or not any(m.groups()):
+    clean = text.replace(" ", "").lower()
+    m = re.fullmatch(rf"(?:{num}h)?(?:{num}m)?(?:{num}s)?|{num}", clean)
+    if m is None or not any(m.groups()):  # "1h30" is refused: 30 what?
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90s, 45m, 1h30m)")
-    h, mins, secs = (float(g) if g else 0.0 for g in m.groups())
-    return 3600 * h + 60 * mins + secs
+    h, mins, secs, bare = (float(g) if g else 0.0 for g in m.groups())
+    return 3600 * h + 60 * mins + secs + bare
 
 
 def add_parser(sub) -> None:
@@ -179,8 +180,8 @@ def add_parser(sub) -> None:
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     r.add_argument("--ensemble", type=int, metavar="K",
                    help="train K nets (seeds seed..seed+K-1) into RUN/member0.. and evaluate and "
-                        "predict with the mean of their probabilities (--time-limit then "
-                        "applies to each member)")
+                        "predict with the mean of their probabilities (--time-limit and "
+                        "--time-budget then apply to each member)")
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder from last.pt")
     r.add_argument("--nproc", type=int, help="start N processes on this machine (torchrun)")
     r.add_argument("--quiet", action="store_true", default=S, help="no progress bars")

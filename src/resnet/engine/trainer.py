@@ -252,7 +252,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         # The epochs the learning-rate schedule spans: run.epochs, or with run.time_budget the
         # number that fit the budget, re-planned after every epoch (`plan`).
-        self.planned_epochs = cfg.run.epochs
+        self.planned_epochs, self._capped = cfg.run.epochs, False
         self.total_steps = cfg.run.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         self.ema = None
@@ -399,7 +399,13 @@ class Trainer:
         self.epoch_seconds = [row["seconds"] for row in self.history]
         # With a time budget: the plan the uninterrupted run made after this epoch (the same
         # inputs give the same plan), or a new one for a new budget.
-        self.plan(self.start_epoch)
+        budget = self.cfg.run.time_budget
+        if budget and self.plan(self.start_epoch) <= self.start_epoch < self.cfg.run.epochs:
+            raise ResNetError(
+                f"{self.out} has trained {self.train_seconds:.0f} s of its time budget of "
+                f"{budget:.0f} s; resume with a larger --time-budget (the whole run's training "
+                f"time) to go on"
+            )
         self.log(f"resuming {self.out} after epoch {self.start_epoch}")
 
     def _save(self, epoch: int, step: int, improved: bool) -> None:
@@ -420,10 +426,18 @@ class Trainer:
         """The epochs the run will train, after `done` of them; with `run.time_budget`, re-plans
         them (and so the learning-rate schedule) from the epoch times measured so far."""
         run = self.cfg.run
-        if run.time_budget:
-            epochs = epochs_within(run.time_budget, self.train_seconds, self.epoch_seconds,
-                                   done, run.epochs)
-            self._set_plan(distributed.broadcast_object(epochs))  # every rank stops together
+        if not run.time_budget:
+            return self.planned_epochs
+        if done >= self.planned_epochs:  # the schedule has ended: a fast last epoch adds none
+            return self.planned_epochs
+        fits = epochs_within(run.time_budget, self.train_seconds, self.epoch_seconds, done,
+                             10**9)
+        fits = distributed.broadcast_object(fits)  # rank 0's times: every rank stops together
+        if fits > run.epochs and not self._capped:
+            self._capped = True
+            self.log(f"time budget: {fits} epochs would fit in {run.time_budget:.0f} s; "
+                     f"run.epochs caps the run at {run.epochs} (raise --epochs to use it all)")
+        self._set_plan(min(fits, run.epochs))
         return self.planned_epochs
 
     def train_one_epoch(self, epoch: int) -> dict:
@@ -587,7 +601,9 @@ class Trainer:
                     f"acc {100 * row['train_acc']:.2f}%{val} "
                     f"({row['seconds']:.1f}s, {row['img_s']:.0f} img/s)"
                 )
-            if cfg.run.time_limit and self.train_seconds >= cfg.run.time_limit and not last:
+            # Rank 0's clock decides, so no rank starts an epoch the others have left.
+            over = bool(cfg.run.time_limit and self.train_seconds >= cfg.run.time_limit)
+            if distributed.broadcast_object(over) and not last:
                 self.log(f"time limit of {cfg.run.time_limit:.0f}s reached after epoch {epoch + 1}")
                 break
         return self.finish(epoch)
