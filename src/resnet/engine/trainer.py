@@ -164,8 +164,8 @@ class Trainer:
             if epochs is not None:  # resuming may lengthen a run; nothing else may change
                 if epochs <= state["epoch"] + 1:
                     raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
-            # A longer run or a new limit (the whole run's training time, resumed parts
-            # included); the config validates both.
+            # A longer run, a new limit or a new budget (the whole run's training time, resumed
+            # parts included); the config validates them.
             cfg = _with_run_overrides(cfg, epochs, time_limit, time_budget)
             used, left = state.get("train_seconds", 0.0), state["epoch"] + 1 < cfg.run.epochs
             if left and cfg.run.time_limit and used >= cfg.run.time_limit:
