@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from resnet.engine.checkpoint import atomic_write_text
+from resnet.storage import atomic_write_text
 from resnet.tasks import train_task
 
 RUNS = [
@@ -43,8 +43,9 @@ def time_heads(size: int, batch: int, steps: int = 3) -> dict[str, float]:
     from torchvision.ops import MultiScaleRoIAlign
 
     from resnet.data.composite import CompositeSet
+    from resnet.normalization import IMAGENET_MEAN, IMAGENET_STD
     from resnet.tasks import Backbone
-    from resnet.tasks.detection import IMAGENET_MEAN, IMAGENET_STD, Detector
+    from resnet.tasks.detection import Detector
 
     ds = CompositeSet(batch, size, split="val", seed=0)
     images = [ds[i][0].float() / 255 for i in range(batch)]

@@ -16,7 +16,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from resnet.engine.checkpoint import atomic_write_text, load_checkpoint
+from resnet.engine.checkpoint import load_checkpoint
+from resnet.storage import atomic_write_text
 
 
 def run(nproc: int, threads: int, subset: int) -> float:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from resnet.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from resnet.engine.evaluate import predict_logits
 from resnet.engine.recipes import load_recipe
 from resnet.engine.trainer import Trainer
-from resnet.models.weights import torch_load_safe
+from resnet.storage import atomic_write_bytes, atomic_write_text, torch_load_safe
 
 
 def member_probabilities(recipe: str, seed: int, epochs: int | None):

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from resnet.engine.checkpoint import atomic_write_text
 from resnet.engine.recipes import load_recipe
 from resnet.engine.trainer import Trainer
 from resnet.models.ensemble import Ensemble
+from resnet.storage import atomic_write_text
 
 TARGETS = (0.93, 0.94, 0.95)
 

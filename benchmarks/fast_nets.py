@@ -23,9 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from resnet.device import cpu_has_bf16
 from resnet.engine.config import OptimConfig
 from resnet.engine.optim import build_optimizer
-from resnet.engine.trainer import cpu_has_bf16
 from resnet.models import ResNet, count_params, get_entry
 from resnet.models.registry import count_macs
 

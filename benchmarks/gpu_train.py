@@ -19,9 +19,9 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
-from resnet.engine.checkpoint import atomic_write_text
 from resnet.engine.config import TrainConfig
 from resnet.engine.trainer import Trainer
+from resnet.storage import atomic_write_text
 
 
 def reference_img_s(batch: int, steps: int, warmup: int, bf16: bool) -> float:

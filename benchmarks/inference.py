@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from resnet.engine.checkpoint import atomic_write_text
 from resnet.export.benchmark import (
     fashion_mnist_split,
     format_table,
@@ -28,6 +27,7 @@ from resnet.export.benchmark import (
     subject,
 )
 from resnet.export.fast import MODES
+from resnet.storage import atomic_write_text
 
 OUT = Path(__file__).parent / "results" / "inference.json"
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import resnet
-from resnet.engine.trainer import cpu_has_bf16
+from resnet.device import cpu_has_bf16
 
 KINDS = {
     "conv backward": ("aten::convolution_backward",),

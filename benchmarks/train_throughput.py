@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 import resnet
 from resnet.data.fashion_mnist import DEBIAN_DIR, FILES
-from resnet.engine.checkpoint import atomic_write_text
 from resnet.engine.config import TrainConfig
 from resnet.engine.trainer import Trainer
+from resnet.storage import atomic_write_text
 
 
 def unpack_for_torchvision(root: Path) -> Path:

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 import resnet
 from resnet.data.transforms import BatchAugment
-from resnet.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from resnet.engine.finetune import apply_freeze, eval_preprocessing_for, param_groups, set_bn_eval
+from resnet.storage import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("scratch", "fine-tune", "linear probe")

@@ -11,10 +11,10 @@ from torch import nn
 
 from resnet.cli import main
 from resnet.data import eval_loader
+from resnet.device import cpu_has_bf16
 from resnet.engine.checkpoint import load_checkpoint, load_model
 from resnet.engine.config import TrainConfig
 from resnet.engine.ensemble import is_ensemble_run, load_model_or_ensemble, train_ensemble
-from resnet.engine.trainer import cpu_has_bf16
 from resnet.errors import ResNetError
 from resnet.models.ensemble import Ensemble
 

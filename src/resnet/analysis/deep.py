@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import models
-from ..engine.checkpoint import atomic_write_text
 from ..errors import ResNetError
+from ..storage import atomic_write_text
 from .degradation import Recipe, TensorData, save_png
 from .gradients import train_steps
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
-from ..engine.checkpoint import atomic_write_bytes, atomic_write_text
 from ..errors import ResNetError
+from ..storage import atomic_write_bytes, atomic_write_text
 
 SCHEDULES = ("step", "cosine")
 CSV_FIELDS = ("model", "depth", "skip", "iteration", "lr", "loss", "running_train_error",

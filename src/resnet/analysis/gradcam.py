@@ -146,7 +146,7 @@ def save_overlay(path: str | os.PathLike, image: torch.Tensor, cam: torch.Tensor
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..storage import atomic_write_bytes
 
     picture = overlay(image, cam, alpha)
     h, w = picture.shape[:2]

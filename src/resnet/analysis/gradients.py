@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
-from ..engine.checkpoint import atomic_write_text
 from ..errors import ResNetError
+from ..storage import atomic_write_text
 from .degradation import Recipe, TensorData, batches, make_optimizer, save_png, train_step
 
 

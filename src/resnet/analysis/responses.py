@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.checkpoint import atomic_write_text
+from ..storage import atomic_write_text
 from .degradation import Recipe, TensorData, save_png
 from .gradients import _build, train_steps, twin_names
 

@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..storage import package_versions
 
-    return f"resnet {__version__}"
+    return f"resnet {package_versions()['resnet']}"
 
 
 def main(argv: list[str] | None = None) -> int:

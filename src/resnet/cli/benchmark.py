@@ -82,7 +82,7 @@ def run(args) -> int:
                            progress=args.progress, log=log)
     text = json.dumps(result, indent=2)
     if args.out:
-        from ..engine.checkpoint import atomic_write_text
+        from ..storage import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text if args.json else format_table(result))

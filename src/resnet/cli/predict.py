@@ -72,8 +72,8 @@ def _task_of(path: str) -> str:
 
 
 def run(args) -> int:
+    from ..device import resolve_device
     from ..engine.inference import expand_inputs, predict_paths
-    from ..engine.trainer import resolve_device
 
     args.device = str(resolve_device(args.device))
     if args.cam and not args.out:
@@ -97,7 +97,7 @@ def run(args) -> int:
 
         save_cams(classifier, results, Path(args.out), layer=args.cam_layer)
     if args.out:
-        from ..engine.report import write_json
+        from ..storage import write_json
 
         write_json(Path(args.out) / "predictions.json", results)
     if args.json:

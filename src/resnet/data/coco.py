@@ -37,7 +37,7 @@ def _read_rgb(path: Path) -> torch.Tensor:
 def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..storage import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
@@ -91,7 +91,7 @@ def write_coco(dataset, out_dir: str | os.PathLike) -> Path:
         The path of the JSON file; `CocoDataset(path)` reads it back.
     """
     out = Path(out_dir)
-    from ..engine.checkpoint import atomic_write_text
+    from ..storage import atomic_write_text
 
     data = coco_dict(dataset)
     for i, entry in enumerate(data["images"]):

@@ -14,7 +14,6 @@ A checkpoint holds everything `predict`, `val` and `export` need, so they take o
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,48 +21,10 @@ import torch
 
 from ..errors import ResNetError
 from ..models import ResNet, ResNetSpec
+from ..storage import atomic_write_bytes, package_versions, torch_load_safe
 
 FORMAT = "resnet-checkpoint"
 VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
-    """Calls `write(file_object)` on a temp file beside `path`, then renames it into place.
-
-    A crash or kill mid-write leaves the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are for the group to read too
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "resnet": __version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-    }
 
 
 def model_state(model: ResNet) -> dict[str, Any]:
@@ -80,7 +41,8 @@ def model_state(model: ResNet) -> dict[str, Any]:
 
 def save_checkpoint(path: str | os.PathLike, model: ResNet, **extra) -> Path:
     """Writes model + `extra` (classes, preprocessing, training state) atomically."""
-    state = {"format": FORMAT, "version": VERSION, **model_state(model), "versions": versions()}
+    state = {"format": FORMAT, "version": VERSION, **model_state(model)}
+    state["versions"] = package_versions()
     state.update(extra)
     return atomic_write_bytes(path, lambda f: torch.save(state, f))
 
@@ -104,8 +66,6 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
                                   f"`export` take it whole; elsewhere give one member, e.g. "
                                   f"{path}/member0")
             raise ResNetError(f"{path} is a folder without best.pt or last.pt")
-    from ..models.weights import torch_load_safe
-
     state = torch_load_safe(path, "checkpoint", mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ResNetError(

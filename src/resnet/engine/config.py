@@ -7,6 +7,7 @@ the resolved config is saved as `config.yaml` in every run folder.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import yaml
 
 from ..data import DataConfig
+from ..device import PRECISIONS
 from ..errors import ResNetError
+from ..storage import atomic_write_text
 
 OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -138,29 +140,27 @@ class RunConfig:
             raise ValueError(f"ensemble must be at least 1 member, got {self.ensemble}")
 
 
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+class Config:
+    """What every config of the package shares: built from a mapping with unknown keys refused,
+    saved as YAML, copied with nested overrides. Subclasses are dataclasses; a field whose type is
+    another dataclass is a section, built the same way."""
 
     def to_dict(self) -> dict:
+        """The config as plain nested dicts (what `config.yaml` holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return _build(cls, d, "config")
+    def from_dict(cls, d: dict):
+        """Builds the config from a mapping; unknown keys raise a one-line `ResNetError`."""
+        return build_config(cls, d, "config")
 
-    def updated(self, overrides: dict) -> TrainConfig:
+    def updated(self, overrides: dict):
         """A copy with nested `{"optim": {"lr": 0.05}}` overrides applied (unknown keys refused)."""
         merged = _merge(self.to_dict(), overrides, "config")
-        return TrainConfig.from_dict(merged)
+        return type(self).from_dict(merged)
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_text
-
+        """Writes the config as YAML, atomically."""
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @staticmethod
@@ -177,11 +177,25 @@ class TrainConfig:
         return d
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
+    def load(cls, path: str | Path):
+        """Reads and builds a config file."""
         return cls.from_dict(cls.read_yaml(path))
 
 
-def _build(cls, d: dict, where: str):
+@dataclass
+class TrainConfig(Config):
+    """A classification training run: model, data, optimiser, fine-tuning and run sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def build_config(cls, d: dict, where: str):
+    """Builds dataclass `cls` from mapping `d`, refusing unknown keys; dataclass-typed fields are
+    built recursively, numbers given as strings (YAML's `1e-3`) converted."""
     if not isinstance(d, dict):
         raise ResNetError(f"{where} must be a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -190,10 +204,13 @@ def _build(cls, d: dict, where: str):
         raise ResNetError(
             f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; known: {', '.join(fields)}"
         )
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in d.items():
-        sub = _SECTIONS.get(fields[k].type) if cls is TrainConfig else None
-        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub else _coerce(v, fields[k].type, where, k)
+        sub = hints[k] if dataclasses.is_dataclass(hints[k]) else None
+        kwargs[k] = (
+            build_config(sub, v, f"{where}.{k}") if sub else _coerce(v, fields[k].type, where, k)
+        )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -224,12 +241,3 @@ def _merge(base: dict, over: dict, where: str) -> dict:
         else:
             out[k] = v
     return out
-
-
-_SECTIONS = {
-    "ModelConfig": ModelConfig,
-    "DataConfig": DataConfig,
-    "OptimConfig": OptimConfig,
-    "FinetuneConfig": FinetuneConfig,
-    "RunConfig": RunConfig,
-}

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import ResNetError
 from ..models.ensemble import Ensemble
-from .checkpoint import atomic_write_text, load_model
+from ..storage import atomic_write_text
+from .checkpoint import load_model
 from .config import TrainConfig
 
 MANIFEST = "ensemble.json"

@@ -19,7 +19,8 @@ import torch
 
 from ..errors import ResNetError
 from ..models import weights as W
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, versions
+from ..storage import atomic_write_bytes, atomic_write_text, package_versions, sha256_file
+from .checkpoint import load_checkpoint
 
 
 def _ema_state(state: dict) -> dict[str, torch.Tensor]:
@@ -77,8 +78,8 @@ def publish_weights(checkpoint: str | os.PathLike, name: str, *,
         "preprocessing": state.get("preprocessing"),
         "recipe": recipe, "config": state.get("config"),
         "test_acc": test_acc, "metrics": metrics, "epoch": state.get("epoch"),
-        "ema": use_ema, "licence": licence, "sha256": W.sha256_file(st_path),
-        "source_checkpoint": Path(checkpoint).name, "versions": versions(),
+        "ema": use_ema, "licence": licence, "sha256": sha256_file(st_path),
+        "source_checkpoint": Path(checkpoint).name, "versions": package_versions(),
     }
     json_path = atomic_write_text(out / f"{name}.json",
                                   json.dumps(meta, indent=2, default=str) + "\n")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from ..storage import atomic_write_bytes, atomic_write_text
 
 METRIC_COLUMNS = (
     "epoch",
@@ -30,10 +29,6 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     for row in history:
         w.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
     atomic_write_text(path, buf.getvalue())
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _save_figure(fig, path: Path) -> None:

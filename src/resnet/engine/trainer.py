@@ -18,53 +18,17 @@ from torch import nn
 from .. import models
 from ..data import DataBundle, load_data
 from ..data.loaders import epoch_seed
+from ..device import autocast, resolve_device, resolve_precision
 from ..errors import ResNetError
 from ..models.resnet import SMALL_STEMS
+from ..storage import write_json
 from . import distributed
 from .checkpoint import build_model as build_model_from_state
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import autocast, evaluate
+from .evaluate import evaluate
 from .optim import build_optimizer, epochs_within, lr_factor, set_lr
-from .report import plot_confusion, plot_curves, write_json, write_metrics_csv
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", distributed.local_rank())
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ResNetError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ResNetError("--device cuda asked for, but no CUDA GPU is available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", distributed.local_rank())
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 autocast then runs about twice as fast as fp32 on the CPU."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, whether a gradient scaler is needed)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if cpu_has_bf16() else "fp32"
-    if precision == "fp32":
-        return None, False
-    if precision == "fp16" and device.type == "cpu":
-        raise ResNetError("fp16 is for GPUs; on the CPU use bf16 or fp32")
-    return (torch.bfloat16, False) if precision == "bf16" else (torch.float16, True)
+from .report import plot_confusion, plot_curves, write_metrics_csv
 
 
 def ema_update(decay: float):

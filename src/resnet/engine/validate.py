@@ -8,9 +8,10 @@ import torch
 
 from ..data import eval_loader
 from ..errors import ResNetError
+from ..storage import write_json
 from .ensemble import load_model_or_ensemble
 from .evaluate import evaluate
-from .report import plot_confusion, write_json
+from .report import plot_confusion
 
 
 def validate(
@@ -32,7 +33,7 @@ def validate(
     `precision`: "fp32" (default), "bf16"/"fp16" (autocast) or "auto": the run's own setting
     (its `run.precision`, resolved on `device` as training resolves it), so the figure repeats
     the one training reported. `device` "auto" takes the GPU where there is one."""
-    from .trainer import resolve_device, resolve_precision
+    from ..device import resolve_device, resolve_precision
 
     dev = resolve_device(device)
     model, state = load_model_or_ensemble(checkpoint)

@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 
+from ..device import cpu_has_bf16
 from ..errors import ResNetError
-from .fast import COMPUTE_DTYPE, MODES, build, cpu_has_bf16
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+from .fast import COMPUTE_DTYPE, MODES, build
 from .samples import fashion_mnist_split  # noqa: F401  (re-exported for the CLI)
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AGREEMENT_TARGET = 0.99
 
 
@@ -128,7 +129,7 @@ def _preprocessing(in_chans: int, size: int) -> dict[str, Any]:
     from ..data.transforms import make_preprocessing
 
     if in_chans == 3:
-        return make_preprocessing(3, (size, size), IMAGENET_MEAN, IMAGENET_STD)
+        return make_preprocessing(3, (size, size), list(IMAGENET_MEAN), list(IMAGENET_STD))
     return make_preprocessing(in_chans, (size, size), [0.5] * in_chans, [0.25] * in_chans)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import cpu_has_bf16
 from ..errors import ResNetError
 
 MODES = ("eager_fp32", "channels_last", "bf16", "compile_bf16", "onnxruntime_fp32",
@@ -27,14 +28,6 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
-
-
-def cpu_has_bf16() -> bool:
-    """True where bf16 matmuls/convs run natively: AVX-512 BF16 or AMX, and oneDNN agrees."""
-    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-    onednn = torch.backends.mkldnn.is_available() and bool(
-        getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    return native and onednn
 
 
 class Runner:

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from ..engine.checkpoint import atomic_write_bytes
 from ..engine.ensemble import load_model_or_ensemble
 from ..errors import ResNetError
+from ..storage import atomic_write_bytes
 from . import onnx as onnx_export
 from . import program
 from .metadata import make_metadata

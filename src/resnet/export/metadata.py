@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResNetError
+from ..storage import package_versions
 
 # Key of the JSON blob inside TorchScript / ExportedProgram archives; ONNX stores the same fields
 # as separate metadata_props ("classes", "preprocessing", "resnet").
@@ -18,7 +19,6 @@ OUTPUT_NAME = "logits"
 
 def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> dict[str, Any]:
     """The metadata of an export of checkpoint `state` (from `load_checkpoint`)."""
-    from .. import __version__
 
     classes = state.get("classes")
     num_classes = state["model_options"].get("num_classes", 0)
@@ -36,7 +36,7 @@ def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> di
         "dynamic_batch": bool(dynamic_batch),
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
-        "exported_by": f"resnet {__version__}",
+        "exported_by": f"resnet {package_versions()['resnet']}",
         "source_versions": state.get("versions", {}),
         # An ensemble's output is the log of its members' mean probability, not raw logits:
         # softmax and argmax treat it the same; margins and temperatures do not.

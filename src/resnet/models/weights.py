@@ -13,11 +13,9 @@ import json
 import logging
 import math
 import os
-import pickle
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,13 @@ import torch
 from torch import nn
 
 from ..errors import ResNetError
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from ..storage import sha256_file, torch_load_safe
 
 log = logging.getLogger("resnet.weights")
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
+INCEPTION = (INCEPTION_MEAN, INCEPTION_STD)
 CHECKPOINT_FORMAT = "resnet-checkpoint"  # engine/checkpoint.py header; models must not import it
 PACKAGE_FORMAT = "resnet-weights"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -424,14 +424,6 @@ def get_weights(spec: str, arch: str | None = None) -> Weights:
 # Download and cache.
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _hash_ok(digest: str, expected: str | None) -> bool:
     return expected is None or digest.startswith(expected.lower())
 
@@ -528,25 +520,6 @@ def _is_state_dict(obj: Any) -> bool:
         and bool(obj)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
-
-
-def torch_load_safe(path: str | os.PathLike, what: str = "file", mmap: bool = False) -> Any:
-    """`torch.load(weights_only=True)` with one-line errors: pickled code is refused, a
-    truncated or corrupt file named as such. `mmap`: tensors stay on disk until touched (cheap
-    when only the plain data is wanted; files of the legacy non-zip format cannot be mapped)."""
-    try:
-        mmap = mmap and Path(path).is_file() and zipfile.is_zipfile(path)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        raise ResNetError(
-            f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "
-            f"(weights_only=True): re-save its state_dict ({str(e).splitlines()[0][:80]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ResNetError(
-            f"{path} is not a readable {what} (truncated or corrupt?): "
-            f"{str(e).splitlines()[0][:120]}"
-        ) from None
 
 
 def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

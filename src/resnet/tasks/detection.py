@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from ..models import ResNet
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .backbone import Backbone, build_neck
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # What rebuilds a detector beyond its ResNet body (stored in the checkpoint's "head").
 DEFAULT_HEAD = dict(

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.checkpoint import atomic_write_bytes, atomic_write_text, build_model, load_checkpoint
+from ..engine.checkpoint import build_model, load_checkpoint
 from ..errors import ResNetError
+from ..storage import atomic_write_bytes, atomic_write_text
 
 TASKS = ("detect", "segment")
 METRIC = {"detect": "map", "segment": "miou"}

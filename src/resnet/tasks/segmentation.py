@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import ResNet
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .backbone import Backbone
-from .detection import IMAGENET_MEAN, IMAGENET_STD, palette
+from .detection import palette
 
 DEFAULT_HEAD = dict(num_classes=5, long_skips=True, size=128, mean=list(IMAGENET_MEAN),
                     std=list(IMAGENET_STD))
