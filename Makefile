@@ -45,11 +45,15 @@ demo: setup
 	@echo "demo done: the run folder $(DEMO_OUT)/ holds curves.png, confusion_matrix.png, summary.json"
 
 # Two pytest workers with one thread each use the 2 cores better than one worker with two.
+# The import contracts (layers, no circles) run first: a circle or an upward import fails the tests.
 test: setup
+	$(BIN)/lint-imports --no-cache
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -24,15 +24,16 @@ from pathlib import Path
 
 import torch
 
+from resnet.engine import Trainer
 from resnet.engine.evaluate import predict_logits
 from resnet.engine.recipes import load_recipe
-from resnet.engine.trainer import Trainer
 from resnet.storage import atomic_write_bytes, atomic_write_text, torch_load_safe
 
 
 def member_probabilities(recipe: str, seed: int, epochs: int | None):
-    cfg = load_recipe(recipe).updated({"run": {"seed": seed, "ensemble": 1,
-                                               "out": tempfile.mkdtemp()}})
+    cfg = load_recipe(recipe).updated(
+        {"run": {"seed": seed, "ensemble": 1, "out": tempfile.mkdtemp()}}
+    )
     if epochs:
         cfg = cfg.updated({"run": {"epochs": epochs}})
     tr = Trainer(cfg, progress=True, log=lambda *a: None)
@@ -45,8 +46,13 @@ def member_probabilities(recipe: str, seed: int, epochs: int | None):
     model, probs, labels = tr.eval_model().eval(), [], []
     with torch.no_grad():
         for x, y in tr.eval_loaders["val"]:
-            logits = predict_logits(model, x.to(tr.device), tr.amp_dtype,
-                                    cfg.run.tta and cfg.data.flip, cfg.run.tta_shift)
+            logits = predict_logits(
+                model,
+                x.to(tr.device),
+                tr.amp_dtype,
+                cfg.run.tta and cfg.data.flip,
+                cfg.run.tta_shift,
+            )
             probs.append(logits.softmax(1).cpu())
             labels.append(y)
     return torch.cat(probs), torch.cat(labels), seconds
@@ -56,10 +62,19 @@ def subset_table(probs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
     """Mean / min / max accuracy (%) of the averaged probabilities over all k-subsets."""
     rows = []
     for k in range(1, len(probs) + 1):
-        accs = [100 * (probs[list(c)].mean(0).argmax(1) == labels).float().mean().item()
-                for c in itertools.combinations(range(len(probs)), k)]
-        rows.append({"members": k, "subsets": len(accs), "mean": statistics.mean(accs),
-                     "min": min(accs), "max": max(accs)})
+        accs = [
+            100 * (probs[list(c)].mean(0).argmax(1) == labels).float().mean().item()
+            for c in itertools.combinations(range(len(probs)), k)
+        ]
+        rows.append(
+            {
+                "members": k,
+                "subsets": len(accs),
+                "mean": statistics.mean(accs),
+                "min": min(accs),
+                "max": max(accs),
+            }
+        )
     return rows
 
 
@@ -70,8 +85,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="instead of the recipe's")
     ap.add_argument("--out", default="benchmarks/results/ensemble_size.json")
     ap.add_argument("--probs", default="runs/ensemble_size_probs.pt")
-    ap.add_argument("--analyse-only", action="store_true",
-                    help="recompute the table from the saved probabilities")
+    ap.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="recompute the table from the saved probabilities",
+    )
     args = ap.parse_args()
     saved = Path(args.probs)
     if args.analyse_only:
@@ -85,25 +103,32 @@ def main() -> None:
             seconds.append(s)
             acc = 100 * (p.argmax(1) == labels).float().mean().item()
             print(f"member seed {seed}: val {acc:.2f} %, {s:.0f} s", flush=True)
-        data = {"probs": torch.stack(probs), "labels": labels, "seeds": torch.tensor(seeds),
-                "train_s": torch.tensor(seconds)}
+        data = {
+            "probs": torch.stack(probs),
+            "labels": labels,
+            "seeds": torch.tensor(seeds),
+            "train_s": torch.tensor(seconds),
+        }
         atomic_write_bytes(saved, lambda f: torch.save(data, f))
     table = subset_table(data["probs"], data["labels"])
     for row in table:
-        print(f"{row['members']} members: val {row['mean']:.2f} % (mean of {row['subsets']} "
-              f"subsets; {row['min']:.2f}-{row['max']:.2f})")
+        print(
+            f"{row['members']} members: val {row['mean']:.2f} % (mean of {row['subsets']} "
+            f"subsets; {row['min']:.2f}-{row['max']:.2f})"
+        )
     result = {
         "when": datetime.now().isoformat(timespec="seconds"),
         "recipe": args.recipe,
         "epochs": args.epochs,
         "seeds": data["seeds"].tolist(),
-        "member_val_acc": [100 * (p.argmax(1) == data["labels"]).float().mean().item()
-                           for p in data["probs"]],
+        "member_val_acc": [
+            100 * (p.argmax(1) == data["labels"]).float().mean().item() for p in data["probs"]
+        ],
         "member_train_s": data["train_s"].tolist(),
         "by_members": table,
         "command": f".venv/bin/python benchmarks/ensemble_size.py --recipe {args.recipe} "
-                   f"--seeds {','.join(map(str, data['seeds'].tolist()))}"
-                   + (f" --epochs {args.epochs}" if args.epochs else ""),
+        f"--seeds {','.join(map(str, data['seeds'].tolist()))}"
+        + (f" --epochs {args.epochs}" if args.epochs else ""),
     }
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from resnet.engine import Trainer
 from resnet.engine.recipes import load_recipe
-from resnet.engine.trainer import Trainer
 from resnet.models.ensemble import Ensemble
 from resnet.storage import atomic_write_text
 
@@ -72,8 +72,12 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
             row = tr.train_one_epoch(epoch)
             train_s += row["seconds"]
             last = epoch + 1 >= tr.plan(epoch + 1)
-            point = {"epoch": epoch + 1, "train_seconds": round(train_s, 2),
-                     "train_loss": round(row["train_loss"], 4), "img_s": round(row["img_s"])}
+            point = {
+                "epoch": epoch + 1,
+                "train_seconds": round(train_s, 2),
+                "train_loss": round(row["train_loss"], 4),
+                "img_s": round(row["img_s"]),
+            }
             if k > 1:
                 point = {"member": member + 1} | point
             # The test set after every epoch of the first net, then after each further member
@@ -86,10 +90,12 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
                     if acc >= t and t not in reached:
                         reached[t] = train_s
             curve.append(point)
-            print(f"seed {seed}{f' member {member + 1}/{k}' if k > 1 else ''} epoch {epoch + 1}: "
-                  f"loss {row['train_loss']:.4f}, {row['img_s']:.0f} img/s, {train_s:.0f} s"
-                  + (f", {split} {100 * acc:.2f}%" if f"{split}_acc" in point else ""),
-                  flush=True)
+            print(
+                f"seed {seed}{f' member {member + 1}/{k}' if k > 1 else ''} epoch {epoch + 1}: "
+                f"loss {row['train_loss']:.4f}, {row['img_s']:.0f} img/s, {train_s:.0f} s"
+                + (f", {split} {100 * acc:.2f}%" if f"{split}_acc" in point else ""),
+                flush=True,
+            )
         members.append(tr.eval_model())
     final = members[0] if k == 1 else Ensemble(members)
     views = {}
@@ -97,9 +103,15 @@ def run_seed(recipe: str, seed: int, changes: dict, tune: bool) -> dict:
         from resnet.engine.evaluate import evaluate
 
         for name, flip, shift in (("none", False, 0), ("flip", True, 0), ("flip+shift1", True, 1)):
-            views[name] = evaluate(final, tr.eval_loaders["val"], len(tr.data.classes),
-                                   tr.device, amp_dtype=tr.amp_dtype, tta=flip,
-                                   tta_shift=shift)["top1"]
+            views[name] = evaluate(
+                final,
+                tr.eval_loaders["val"],
+                len(tr.data.classes),
+                tr.device,
+                amp_dtype=tr.amp_dtype,
+                tta=flip,
+                tta_shift=shift,
+            )["top1"]
     return {
         "seed": seed,
         f"{split}_acc": acc,
@@ -145,22 +157,35 @@ def main() -> None:
     changes = overrides(args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = [run_seed(args.recipe, s, changes, args.tune) for s in seeds]
-    command = (f".venv/bin/python benchmarks/fashion_mnist.py --recipe {args.recipe} "
-               f"--seeds {args.seeds}" + "".join(f" --set {s}" for s in args.set)
-               + (" --tune" if args.tune else ""))
+    command = (
+        f".venv/bin/python benchmarks/fashion_mnist.py --recipe {args.recipe} "
+        f"--seeds {args.seeds}"
+        + "".join(f" --set {s}" for s in args.set)
+        + (" --tune" if args.tune else "")
+    )
     if args.tune:
         accs = [100 * r["val_acc"] for r in runs]
         secs = [r["train_s"] for r in runs]
-        by_tta = {k: [100 * r["val_acc_by_tta"][k] for r in runs]
-                  for k in runs[0]["val_acc_by_tta"]}
-        print(f"TUNE {args.recipe} {' '.join(args.set)}: val {summarize(accs)} %, "
-              f"training {summarize(secs)} s; by TTA: "
-              + ", ".join(f"{k} {summarize(v)}" for k, v in by_tta.items()))
-        line = {"when": datetime.now().isoformat(timespec="seconds"), "recipe": args.recipe,
-                "set": args.set, "note": args.note, "val_acc": accs, "train_s": secs,
-                "val_acc_by_tta": by_tta,
-                "img_s": [r["curve"][-1]["img_s"] for r in runs],
-                "train_loss": [r["curve"][-1]["train_loss"] for r in runs], "command": command}
+        by_tta = {
+            k: [100 * r["val_acc_by_tta"][k] for r in runs] for k in runs[0]["val_acc_by_tta"]
+        }
+        print(
+            f"TUNE {args.recipe} {' '.join(args.set)}: val {summarize(accs)} %, "
+            f"training {summarize(secs)} s; by TTA: "
+            + ", ".join(f"{k} {summarize(v)}" for k, v in by_tta.items())
+        )
+        line = {
+            "when": datetime.now().isoformat(timespec="seconds"),
+            "recipe": args.recipe,
+            "set": args.set,
+            "note": args.note,
+            "val_acc": accs,
+            "train_s": secs,
+            "val_acc_by_tta": by_tta,
+            "img_s": [r["curve"][-1]["img_s"] for r in runs],
+            "train_loss": [r["curve"][-1]["train_loss"] for r in runs],
+            "command": command,
+        }
         with open(Path(args.out).with_name("fashion_mnist_tuning.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
         return

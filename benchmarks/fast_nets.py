@@ -76,8 +76,10 @@ def main() -> None:
             for _ in range(args.steps):
                 step(model, opt)
             speed[name].append(args.steps * args.batch / (time.perf_counter() - t))
-    print(f"batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"{'bf16' if dtype else 'fp32'}, best of {args.rounds} rounds of {args.steps} steps")
+    print(
+        f"batch {args.batch}, {torch.get_num_threads()} threads, "
+        f"{'bf16' if dtype else 'fp32'}, best of {args.rounds} rounds of {args.steps} steps"
+    )
     print("| net | params | MACs | img/s |\n|---|---:|---:|---:|")
     for name, (_, _, macs, params) in nets.items():
         print(f"| {name} | {params / 1e6:.2f} M | {macs / 1e6:.1f} M | {max(speed[name]):,.0f} |")

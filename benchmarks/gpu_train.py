@@ -19,8 +19,8 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
+from resnet.engine import Trainer
 from resnet.engine.config import TrainConfig
-from resnet.engine.trainer import Trainer
 from resnet.storage import atomic_write_text
 
 

@@ -34,13 +34,20 @@ OUT = Path(__file__).parent / "results" / "inference.json"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="runs/demo/best.pt",
-                    help="trained Fashion-MNIST checkpoint (default runs/demo/best.pt)")
+    ap.add_argument(
+        "--checkpoint",
+        default="runs/demo/best.pt",
+        help="trained Fashion-MNIST checkpoint (default runs/demo/best.pt)",
+    )
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--test-images", type=int, default=2000)
-    ap.add_argument("--agreement-images", type=int, default=64,
-                    help="photo crops for top-1 agreement (default 64)")
+    ap.add_argument(
+        "--agreement-images",
+        type=int,
+        default=64,
+        help="photo crops for top-1 agreement (default 64)",
+    )
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -52,17 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         small = subject(str(ckpt))
         small.test = fashion_mnist_split(small.preprocessing, "test", args.test_images)
         small.calibration = fashion_mnist_split(small.preprocessing, "train", 256, seed=1)[0]
-        small.notes.append(f"trained checkpoint {ckpt}; test = {args.test_images} stratified "
-                           "Fashion-MNIST test images; int8 calibrated on 256 training images")
+        small.notes.append(
+            f"trained checkpoint {ckpt}; test = {args.test_images} stratified "
+            "Fashion-MNIST test images; int8 calibrated on 256 training images"
+        )
     else:
         small = subject("resnet20", in_chans=1, image_size=28, num_classes=10)
         small.notes.append(f"{ckpt} not found: random weights, so no accuracy figures")
     small.label = "fashion_mnist_resnet20"
 
-    result = run_benchmark([big, small], modes=args.modes.split(","),
-                           min_seconds=args.min_seconds, agreement_images=args.agreement_images,
-                           log=lambda m: print(f"[{time.perf_counter() - t0:5.0f}s] {m}",
-                                               file=sys.stderr, flush=True))
+    result = run_benchmark(
+        [big, small],
+        modes=args.modes.split(","),
+        min_seconds=args.min_seconds,
+        agreement_images=args.agreement_images,
+        log=lambda m: print(f"[{time.perf_counter() - t0:5.0f}s] {m}", file=sys.stderr, flush=True),
+    )
     if small.test is not None:
         # A random-weight resnet50 gives near-tie logits (see info.median_fp32_top2_margin), so
         # its own photo agreement understates what a trained net keeps. The mode's numerics
@@ -70,22 +82,34 @@ def main(argv: list[str] | None = None) -> int:
         # the strict pick by resnet50's own photo agreement is kept beside it.
         entry, fm = result["resnet50"], result["fashion_mnist_resnet20"]
         strict = entry.pop("best", None)
-        evidence = {m: row["top1_agreement"] for m, row in fm.items()
-                    if isinstance(row, dict) and "top1_agreement" in row}
-        pick_best(entry, entry["info"]["anchor"], evidence, fm["info"]["agreement_images"],
-                  rule="highest geometric-mean speed-up among modes whose top-1 agreement with "
-                       "fp32 is >= 99 % for the trained Fashion-MNIST model in the same mode "
-                       "(all its test images and photo crops); no trained resnet50 is available "
-                       "offline")
+        evidence = {
+            m: row["top1_agreement"]
+            for m, row in fm.items()
+            if isinstance(row, dict) and "top1_agreement" in row
+        }
+        pick_best(
+            entry,
+            entry["info"]["anchor"],
+            evidence,
+            fm["info"]["agreement_images"],
+            rule="highest geometric-mean speed-up among modes whose top-1 agreement with "
+            "fp32 is >= 99 % for the trained Fashion-MNIST model in the same mode "
+            "(all its test images and photo crops); no trained resnet50 is available "
+            "offline",
+        )
         entry["best_strict_random_weights"] = strict
     result["command"] = "python benchmarks/inference.py " + " ".join(argv or sys.argv[1:])
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    result["notes"] = ("2-core machine shared with other agents' jobs while measuring: absolute "
-                       "times are noisy; compare ratios against the anchor of the same run")
+    result["notes"] = (
+        "2-core machine shared with other agents' jobs while measuring: absolute "
+        "times are noisy; compare ratios against the anchor of the same run"
+    )
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
-    print(f"wrote {args.out} in {result['wall_seconds']:.0f} s (torch threads "
-          f"{torch.get_num_threads()})")
+    print(
+        f"wrote {args.out} in {result['wall_seconds']:.0f} s (torch threads "
+        f"{torch.get_num_threads()})"
+    )
     return 0
 
 

@@ -50,15 +50,19 @@ def main() -> None:
 
     for _ in range(3):
         step()
-    with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU],
-                                            record_shapes=True) as prof:
+    with (
+        warnings.catch_warnings(),
+        profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof,
+    ):
         warnings.simplefilter("ignore")
         for _ in range(args.steps):
             step()
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"{args.model}, batch {args.batch}, {'bf16' if dtype else 'fp32'}, "
-          f"{torch.get_num_threads()} threads: {total / args.steps / 1e3:.1f} ms a step")
+    print(
+        f"{args.model}, batch {args.batch}, {'bf16' if dtype else 'fp32'}, "
+        f"{torch.get_num_threads()} threads: {total / args.steps / 1e3:.1f} ms a step"
+    )
     print("| part | share |\n|---|---:|")
     for kind, names in KINDS.items():
         t = sum(e.self_cpu_time_total for e in events if e.key in names)
@@ -67,8 +71,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:
         shape = e.input_shapes[0] if e.input_shapes else ""
-        print(f"| {e.key} | {shape} | {e.self_cpu_time_total / e.count / 1e3:.2f} | "
-              f"{e.count // args.steps} | {100 * e.self_cpu_time_total / total:.1f} % |")
+        print(
+            f"| {e.key} | {shape} | {e.self_cpu_time_total / e.count / 1e3:.2f} | "
+            f"{e.count // args.steps} | {100 * e.self_cpu_time_total / total:.1f} % |"
+        )
 
 
 if __name__ == "__main__":

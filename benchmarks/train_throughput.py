@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 import resnet
 from resnet.data.fashion_mnist import DEBIAN_DIR, FILES
+from resnet.engine import Trainer
 from resnet.engine.config import TrainConfig
-from resnet.engine.trainer import Trainer
 from resnet.storage import atomic_write_text
 
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 import resnet
 from resnet.data.transforms import BatchAugment
-from resnet.engine.finetune import apply_freeze, eval_preprocessing_for, param_groups, set_bn_eval
+from resnet.engine.finetune import apply_freeze, eval_preprocessing_for, set_bn_eval
+from resnet.engine.optim import param_groups
 from resnet.storage import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,9 @@ def digits(test_fraction: float = 0.3, seed: int = 0):
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).clamp(0, 1)
     y = torch.tensor(d.target)
-    tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=d.target,
-                              random_state=seed)
+    tr, te = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, stratify=d.target, random_state=seed
+    )
     return x[tr], y[tr], x[te], y[te]
 
 
@@ -63,11 +65,18 @@ def normalise(x: torch.Tensor, pre: dict) -> torch.Tensor:
     return (x - pre["mean"][0]) / pre["std"][0]
 
 
-def run_one(arm: str, weights: str, x, y, x_test, y_test, *, steps: int, batch: int, lr: float,
-            seed: int) -> float:
+def run_one(
+    arm: str, weights: str, x, y, x_test, y_test, *, steps: int, batch: int, lr: float, seed: int
+) -> float:
     torch.manual_seed(seed)
-    data_pre = {"in_chans": 1, "size": [28, 28], "mean": [x.mean().item()],
-                "std": [x.std().item()], "resize": None, "crop": None}
+    data_pre = {
+        "in_chans": 1,
+        "size": [28, 28],
+        "mean": [x.mean().item()],
+        "std": [x.std().item()],
+        "resize": None,
+        "crop": None,
+    }
     if arm == "scratch":
         model, pre = resnet.create("resnet20", in_chans=1, num_classes=10), data_pre
     else:
@@ -76,7 +85,9 @@ def run_one(arm: str, weights: str, x, y, x_test, y_test, *, steps: int, batch: 
         pre = eval_preprocessing_for(model, data_pre)
         apply_freeze(model, "backbone" if arm == "linear probe" else "none")
     xs, xt = normalise(x, pre), normalise(x_test, pre)
-    opt = torch.optim.SGD(param_groups(model, lr, 5e-4), lr=lr, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(
+        param_groups(model, 5e-4, lr=lr, include_frozen=True), lr=lr, momentum=0.9, nesterov=True
+    )
     aug = BatchAugment("paper", 28, flip=False)  # +-3 px translations; digits are not flipped
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
@@ -92,7 +103,7 @@ def run_one(arm: str, weights: str, x, y, x_test, y_test, *, steps: int, batch: 
         opt.step()
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+        pred = torch.cat([model(xt[i : i + 256]).argmax(1) for i in range(0, len(xt), 256)])
     return (pred == y_test).float().mean().item()
 
 
@@ -116,8 +127,14 @@ def plot(results: dict, path: Path) -> None:
     xs = [results["settings"][s]["labels_per_class"] for s in labels]
     for arm, marker in zip(ARMS, "osd", strict=True):
         rows = [results["settings"][s][arm] for s in labels]
-        ax.errorbar(xs, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
-                    marker=marker, capsize=3, label=arm)
+        ax.errorbar(
+            xs,
+            [100 * r["mean"] for r in rows],
+            yerr=[100 * r["std"] for r in rows],
+            marker=marker,
+            capsize=3,
+            label=arm,
+        )
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{s}\n({x}/class)" for s, x in zip(labels, xs, strict=True)])
     ax.set_ylabel("test accuracy (%)")
@@ -131,16 +148,23 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--weights", default="fashion-mnist",
-                   help="our Fashion-MNIST resnet20: shipped name or checkpoint path")
+    p.add_argument(
+        "--weights",
+        default="fashion-mnist",
+        help="our Fashion-MNIST resnet20: shipped name or checkpoint path",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (same for all)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/transfer_digits.json"))
     p.add_argument("--plot", default=str(ROOT / "docs/transfer_digits.png"))
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: on a shared 2-core machine 2 threads ran 10x slower)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a shared 2-core machine 2 threads ran 10x slower)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -152,25 +176,50 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for s, arm, seed in tqdm(runs, desc="transfer runs", unit="run"):
         idx = per_class(y, settings[s], seed)
-        a = run_one(arm, args.weights, x[idx], y[idx], x_test, y_test, steps=args.steps,
-                    batch=args.batch, lr=args.lr, seed=seed)
+        a = run_one(
+            arm,
+            args.weights,
+            x[idx],
+            y[idx],
+            x_test,
+            y_test,
+            steps=args.steps,
+            batch=args.batch,
+            lr=args.lr,
+            seed=seed,
+        )
         acc.setdefault((s, arm), []).append(a)
     seconds = time.perf_counter() - t0
 
     out = {
-        "experiment": "digits transfer", "model": "resnet20", "weights": str(args.weights),
+        "experiment": "digits transfer",
+        "model": "resnet20",
+        "weights": str(args.weights),
         "weights_fashion_mnist_test_acc": fashion_mnist_test_acc(probe, args.weights),
-        "train_pool": len(y), "test_images": len(y_test), "image": "8x8 -> 28x28 bilinear, grey",
-        "recipe": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "schedule": "cosine",
-                   "optimizer": "SGD nesterov 0.9, wd 5e-4 (not on norms/biases)",
-                   "augment": "+-3 px translation, no flips", "seeds": args.seeds,
-                   "threads": args.threads},
-        "settings": {}, "seconds": round(seconds, 1), "machine": platform.machine(),
-        "torch": str(torch.__version__), "date": str(date.today()),
+        "train_pool": len(y),
+        "test_images": len(y_test),
+        "image": "8x8 -> 28x28 bilinear, grey",
+        "recipe": {
+            "steps": args.steps,
+            "batch": args.batch,
+            "lr": args.lr,
+            "schedule": "cosine",
+            "optimizer": "SGD nesterov 0.9, wd 5e-4 (not on norms/biases)",
+            "augment": "+-3 px translation, no flips",
+            "seeds": args.seeds,
+            "threads": args.threads,
+        },
+        "settings": {},
+        "seconds": round(seconds, 1),
+        "machine": platform.machine(),
+        "torch": str(torch.__version__),
+        "date": str(date.today()),
     }
     for s, k in settings.items():
-        row: dict = {"labels_per_class": k if k is not None else round(len(y) / 10),
-                     "train_images": 10 * k if k is not None else len(y)}
+        row: dict = {
+            "labels_per_class": k if k is not None else round(len(y) / 10),
+            "train_images": 10 * k if k is not None else len(y),
+        }
         for arm in ARMS:
             v = acc[(s, arm)]
             std = statistics.stdev(v) if len(v) > 1 else 0.0
@@ -180,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     plot(out, Path(args.plot))
     print(f"{'labels/class':>12} " + " ".join(f"{a:>18}" for a in ARMS))
     for s, row in out["settings"].items():
-        print(f"{s:>12} " + " ".join(
-            f"{100 * row[a]['mean']:>10.2f} +- {100 * row[a]['std']:4.2f}" for a in ARMS))
+        print(
+            f"{s:>12} "
+            + " ".join(f"{100 * row[a]['mean']:>10.2f} +- {100 * row[a]['std']:4.2f}" for a in ARMS)
+        )
     print(f"{len(runs)} runs in {seconds:.0f} s; wrote {args.out} and {args.plot}")
     return 0
 

@@ -51,8 +51,9 @@ def test_every_net_sees_the_same_batches(digits):
 
 
 def test_degradation_tiny_budget_writes_files_and_a_wellformed_verdict(digits, tmp_path):
-    recipe = dg.Recipe(iterations=4, warmup=1, batch_size=32, eval_every=2, train_eval_size=64,
-                       test_eval_size=50)
+    recipe = dg.Recipe(
+        iterations=4, warmup=1, batch_size=32, eval_every=2, train_eval_size=64, test_eval_size=50
+    )
     result = dg.run_degradation(digits, [32, 20], recipe, tmp_path, progress=False)
     for f in ("training_error.png", "test_error.png"):
         assert (tmp_path / f).read_bytes()[:8] == PNG
@@ -64,8 +65,10 @@ def test_degradation_tiny_budget_writes_files_and_a_wellformed_verdict(digits, t
     for r in rows:
         assert 0.0 <= float(r["train_error"]) <= 1.0 and 0.0 <= float(r["test_error"]) <= 1.0
     # Error rates are counts over the evaluated subsets: multiples of 1/64 and 1/50.
-    assert all(float(r["train_error"]) * 64 == pytest.approx(round(float(r["train_error"]) * 64))
-               for r in rows)
+    assert all(
+        float(r["train_error"]) * 64 == pytest.approx(round(float(r["train_error"]) * 64))
+        for r in rows
+    )
 
     v = json.loads((tmp_path / "verdict.json").read_text())["verdict"]
     last = {r["model"]: r for r in rows}
@@ -82,11 +85,21 @@ def test_degradation_tiny_budget_writes_files_and_a_wellformed_verdict(digits, t
 
 def test_verdict_logic_on_known_numbers():
     def row(model, depth, skip, err):
-        return dict(model=model, depth=depth, skip=skip, iteration=10, train_error=err,
-                    test_error=err + 0.01)
+        return dict(
+            model=model,
+            depth=depth,
+            skip=skip,
+            iteration=10,
+            train_error=err,
+            test_error=err + 0.01,
+        )
 
-    rows = [row("resnet20", 20, True, 0.10), row("plain20", 20, False, 0.12),
-            row("resnet56", 56, True, 0.08), row("plain56", 56, False, 0.20)]
+    rows = [
+        row("resnet20", 20, True, 0.10),
+        row("plain20", 20, False, 0.12),
+        row("resnet56", 56, True, 0.08),
+        row("plain56", 56, False, 0.20),
+    ]
     v = dg.verdict(rows, [20, 56])
     assert v["plain_degrades"] and v["residual_not_worse"] and v["residual_beats_plain_at_depth"]
     assert v["plain_train_gap"] == pytest.approx(0.08)
@@ -96,12 +109,15 @@ def test_verdict_logic_on_known_numbers():
     assert not v["plain_degrades"] and not v["residual_not_worse"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--depths", "20,21"], "unknown model"),
-    (["--depths", "20"], "at least two depths"),
-    (["--budget", "0"], "--budget must be at least 1"),
-    (["--eval-size", "0"], "must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--depths", "20,21"], "unknown model"),
+        (["--depths", "20"], "at least two depths"),
+        (["--budget", "0"], "--budget must be at least 1"),
+        (["--eval-size", "0"], "must be at least 1"),
+    ],
+)
 def test_cli_rejects_bad_input_without_writing(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
     assert cli_main(["experiment", "degradation", *flags, "--out", str(out)]) == 2
@@ -130,8 +146,9 @@ def test_plain110_first_layer_gradient_explodes_at_init_then_vanishes(digits):
     # (conv1's norm 1.5 -> 5e5 in 3 steps); a conv followed by BN is scale-invariant, so its
     # gradient shrinks as 1/|W|: after 3 steps plain110's first-layer gradient is 3e-8-3e-6,
     # 6e5-1e8 times smaller than resnet110's (1.8-13), whose ratio stays 2-15.
-    result = gradients.gradient_flow("resnet110", digits, steps=3, probe_size=32,
-                                     recipe=dg.Recipe(batch_size=32), progress=False)
+    result = gradients.gradient_flow(
+        "resnet110", digits, steps=3, probe_size=32, recipe=dg.Recipe(batch_size=32), progress=False
+    )
     res, plain = result["nets"]
     assert (res["name"], plain["name"]) == ("resnet110", "plain110")
     assert len(res["init"]) == len(plain["init"]) == 109  # 108 block convs + the stem
@@ -147,8 +164,9 @@ def test_plain110_first_layer_gradient_explodes_at_init_then_vanishes(digits):
 
 
 def test_gradient_flow_after_steps_and_files(digits, tmp_path):
-    result = gradients.gradient_flow("plain20", digits, steps=2,
-                                     recipe=dg.Recipe(batch_size=32), progress=False)
+    result = gradients.gradient_flow(
+        "plain20", digits, steps=2, recipe=dg.Recipe(batch_size=32), progress=False
+    )
     assert [n["name"] for n in result["nets"]] == ["resnet20", "plain20"]
     for net in result["nets"]:
         assert len(net["losses"]) == 2 and len(net["trained"]) == 19
@@ -178,8 +196,9 @@ def test_response_is_the_branch_before_the_addition(digits):
 
 
 def test_response_study_files(digits, tmp_path):
-    result = responses.response_study("resnet20", digits, steps=1, probe_size=50,
-                                      recipe=dg.Recipe(batch_size=32), progress=False)
+    result = responses.response_study(
+        "resnet20", digits, steps=1, probe_size=50, recipe=dg.Recipe(batch_size=32), progress=False
+    )
     assert [n["skip"] for n in result["nets"]] == [True, False]
     paths = responses.write_responses(result, tmp_path, "r")
     assert paths[1].read_bytes()[:8] == PNG

@@ -50,12 +50,15 @@ def test_stage_maps_match_feature_info(name):
         assert tuple(m.shape) == (2, c, math.ceil(64 / s), math.ceil(64 / s))
 
 
-@pytest.mark.parametrize("name,chans,strides", [
-    ("resnet18", [64, 64, 128, 256, 512], [2, 4, 8, 16, 32]),
-    ("resnet50", [64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
-    ("resnet20", [16, 16, 32, 64], [1, 1, 2, 4]),
-    ("wrn_16_4", [16, 64, 128, 256], [1, 1, 2, 4]),
-])
+@pytest.mark.parametrize(
+    "name,chans,strides",
+    [
+        ("resnet18", [64, 64, 128, 256, 512], [2, 4, 8, 16, 32]),
+        ("resnet50", [64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
+        ("resnet20", [16, 16, 32, 64], [1, 1, 2, 4]),
+        ("wrn_16_4", [16, 64, 128, 256], [1, 1, 2, 4]),
+    ],
+)
 def test_channels_and_strides_are_the_papers(name, chans, strides):
     with torch.device("meta"):
         b = Backbone(name, out_indices=range(len(chans)))
@@ -99,8 +102,9 @@ def test_fpn_equals_torchvisions_backbone_with_fpn():
     tv = torchvision.models.resnet18(weights=None)
     ours = Backbone("resnet18")
     ours.body.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")})
-    ref = BackboneWithFPN(tv, {f"layer{i}": str(i - 1) for i in range(1, 5)},
-                          [64, 128, 256, 512], 32).eval()
+    ref = BackboneWithFPN(
+        tv, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [64, 128, 256, 512], 32
+    ).eval()
     fpn = BackboneFPN(ours, 32, extra="pool").eval()
     fpn.fpn.load_state_dict(ref.fpn.state_dict())
     x = torch.randn(2, 3, 64, 64)
@@ -111,11 +115,14 @@ def test_fpn_equals_torchvisions_backbone_with_fpn():
         torch.testing.assert_close(u, v)
 
 
-@pytest.mark.parametrize("extra,names,sides", [
-    (None, ["p3", "p4", "p5"], [8, 4, 2]),
-    ("pool", ["p3", "p4", "p5", "pool"], [8, 4, 2, 1]),
-    ("p6p7", ["p3", "p4", "p5", "p6", "p7"], [8, 4, 2, 1, 1]),
-])
+@pytest.mark.parametrize(
+    "extra,names,sides",
+    [
+        (None, ["p3", "p4", "p5"], [8, 4, 2]),
+        ("pool", ["p3", "p4", "p5", "pool"], [8, 4, 2, 1]),
+        ("p6p7", ["p3", "p4", "p5", "p6", "p7"], [8, 4, 2, 1, 1]),
+    ],
+)
 def test_fpn_levels(extra, names, sides):
     fpn = Backbone("resnet18", out_indices=(2, 3, 4)).fpn(48, extra)
     out = fpn(torch.zeros(1, 3, 64, 64))
@@ -135,8 +142,11 @@ def test_projection_neck_has_no_top_down_path():
         out2 = neck(x)
     torch.testing.assert_close(out["c2"], out2["c2"])
     assert not torch.allclose(out["c4"], out2["c4"])
-    assert [tuple(v.shape) for v in out.values()] == [(1, 32, 32, 32), (1, 32, 16, 16),
-                                                      (1, 32, 8, 8)]
+    assert [tuple(v.shape) for v in out.values()] == [
+        (1, 32, 32, 32),
+        (1, 32, 16, 16),
+        (1, 32, 8, 8),
+    ]
 
 
 def test_backbone_is_exported_and_gradients_reach_every_parameter():

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from resnet.data import DataConfig, load_data, transforms
-from resnet.data.images import ImageList, load_image, scan, stratified_split, stratified_subset
+from resnet.data.images import ImageList, load_image, scan
 from resnet.data.loaders import FileDataset, StreamLoader, TensorLoader
+from resnet.data.splits import stratified_split, stratified_subset
 from resnet.data.transforms import BatchAugment
 from resnet.errors import ResNetError
 
@@ -213,15 +214,18 @@ def test_stratified_helpers():
 
 
 def test_val_resolves_the_runs_own_splits(tmp_path):
+    from resnet.engine import train
     from resnet.engine.config import TrainConfig
-    from resnet.engine.trainer import train
 
     root = _folder(tmp_path / "tr", {"a": 10, "b": 10})
     (tmp_path / "tronly").mkdir()
     root.rename(tmp_path / "tronly" / "train")  # train/ only: val is carved with val_split
-    cfg = TrainConfig.from_dict({"data": {"source": str(tmp_path / "tronly"), "batch_size": 8,
-                                          "val_split": 0.2}, "run": {"epochs": 1,
-                                                                     "out": str(tmp_path / "run")}})
+    cfg = TrainConfig.from_dict(
+        {
+            "data": {"source": str(tmp_path / "tronly"), "batch_size": 8, "val_split": 0.2},
+            "run": {"epochs": 1, "out": str(tmp_path / "run")},
+        }
+    )
     train(cfg, progress=False, log=lambda *a: None)
     import json
 
@@ -254,8 +258,9 @@ def test_recipe_and_config_file_merge(tmp_path):
     from resnet.cli.train import config_from_args
 
     (tmp_path / "c.yaml").write_text("run: {epochs: 5}\noptim: {lr: 1e-3}\n")
-    args = build_parser().parse_args(["train", "--recipe", "best", "--config",
-                                      str(tmp_path / "c.yaml"), "--seed", "4"])
+    args = build_parser().parse_args(
+        ["train", "--recipe", "best", "--config", str(tmp_path / "c.yaml"), "--seed", "4"]
+    )
     assert isinstance(args, argparse.Namespace)
     cfg = config_from_args(args)
     from resnet.engine.recipes import load_recipe
@@ -268,8 +273,14 @@ def test_recipe_and_config_file_merge(tmp_path):
 
 @pytest.mark.parametrize(
     "preset, size, pad, flips",
-    [("none", 28, 0, False), ("flip", 28, 0, True), ("light", 28, 1, True),
-     ("light", 32, 2, True), ("paper", 28, 3, True), ("paper", 32, 4, True)],
+    [
+        ("none", 28, 0, False),
+        ("flip", 28, 0, True),
+        ("light", 28, 1, True),
+        ("light", 32, 2, True),
+        ("paper", 28, 3, True),
+        ("paper", 32, 4, True),
+    ],
 )
 def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, flips):
     aug = BatchAugment(preset, size, flip=True)
@@ -283,8 +294,9 @@ def test_augment_presets_translate_and_flip_as_documented(preset, size, pad, fli
         assert mirrored.any() == flips and same.any()
     else:  # some images moved: neither themselves nor their mirror
         assert (~(same | mirrored)).any()
-    per_image = transforms.train_transform({"size": (size, size), "mean": [0.0], "std": [1.0]},
-                                           preset)
+    per_image = transforms.train_transform(
+        {"size": (size, size), "mean": [0.0], "std": [1.0]}, preset
+    )
     crops = [op for op in per_image.transforms if type(op).__name__ == "RandomCrop"]
     assert (crops[0].padding[0] if crops else 0) == pad
 
@@ -301,9 +313,13 @@ def test_random_erasing_presets_blank_one_box_in_the_documented_share(preset, p)
     erased = (y[:, :, 3:-3, 3:-3] == 0).flatten(1).any(1)
     share = erased.float().mean().item()
     assert share == pytest.approx(p, abs=0.03), share
-    erasing = [op for op in transforms.train_transform(
-        {"size": (28, 28), "mean": [0.0], "std": [1.0]}, preset).transforms
-        if type(op).__name__ == "RandomErasing"]
+    erasing = [
+        op
+        for op in transforms.train_transform(
+            {"size": (28, 28), "mean": [0.0], "std": [1.0]}, preset
+        ).transforms
+        if type(op).__name__ == "RandomErasing"
+    ]
     assert [op.p for op in erasing] == ([p] if p else [])
 
 
@@ -344,8 +360,12 @@ def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
         random_loader.set_epoch(e)
         tosses.append(torch.tensor(_flip_states(random_loader, images)))
     assert (tosses[0] == tosses[1]).any()
-    ranks = [TensorLoader(images, labels, batch_size=16, shuffle=True, augment=aug, seed=3,
-                          rank=r, world_size=2) for r in range(2)]
+    ranks = [
+        TensorLoader(
+            images, labels, batch_size=16, shuffle=True, augment=aug, seed=3, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
     for r in ranks:
         r.set_epoch(3)
     for (xa, _), (x0, _), (x1, _) in zip(loader, *ranks, strict=True):  # loader is at epoch 3

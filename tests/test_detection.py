@@ -14,8 +14,19 @@ from resnet.errors import ResNetError
 from resnet.tasks import checkpoint_task, evaluate_task, predict_task, train_task
 from resnet.tasks.detection import Detector, coco_map, draw_detections
 
-TINY = dict(model="resnet18", num_train=32, num_val=8, size=64, max_steps=8, batch_size=4,
-            warmup_steps=2, lr=2e-3, seed=0, progress=False, out_channels=32)
+TINY = dict(
+    model="resnet18",
+    num_train=32,
+    num_val=8,
+    size=64,
+    max_steps=8,
+    batch_size=4,
+    warmup_steps=2,
+    lr=2e-3,
+    seed=0,
+    progress=False,
+    out_channels=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +41,15 @@ def test_training_lowers_the_loss_and_fills_the_run_folder(run):
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
     assert last < 0.9 * first, losses
     out = run["out"]
-    for name in ("config.yaml", "metrics.csv", "steps.csv", "summary.json", "last.pt", "best.pt",
-                 "curves.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "steps.csv",
+        "summary.json",
+        "last.pt",
+        "best.pt",
+        "curves.png",
+    ):
         assert (Path(out) / name).is_file(), name
     summary = json.loads(open(f"{out}/summary.json").read())
     assert summary["steps"] == 8 and summary["images_seen"] == 32 and summary["task"] == "detect"
@@ -64,8 +82,10 @@ def test_predict_draws_boxes_to_png(run, tmp_path):
 
 def test_coco_map_of_perfect_and_shifted_predictions():
     ds = CompositeSet(6, 64, split="val", seed=1)
-    perfect = [dict(boxes=t["boxes"], scores=torch.ones(len(t["labels"])), labels=t["labels"])
-               for _, t in (ds[i] for i in range(len(ds)))]
+    perfect = [
+        dict(boxes=t["boxes"], scores=torch.ones(len(t["labels"])), labels=t["labels"])
+        for _, t in (ds[i] for i in range(len(ds)))
+    ]
     m = coco_map(ds, perfect)
     assert m["map"] == pytest.approx(1.0) and m["map50"] == pytest.approx(1.0)
     wrong_class = [dict(p, labels=p["labels"] % 5 + 1) for p in perfect]
@@ -77,8 +97,20 @@ def test_coco_map_of_perfect_and_shifted_predictions():
         b[:, [0, 2]] += (b[:, 2:3] - b[:, 0:1]) / 2
         shifted.append(dict(p, boxes=b))
     assert coco_map(ds, shifted)["map50"] == 0.0
-    assert coco_map(ds, [dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0),
-                              labels=torch.zeros(0, dtype=torch.int64))] * 6)["map"] == 0.0
+    assert (
+        coco_map(
+            ds,
+            [
+                dict(
+                    boxes=torch.zeros(0, 4),
+                    scores=torch.zeros(0),
+                    labels=torch.zeros(0, dtype=torch.int64),
+                )
+            ]
+            * 6,
+        )["map"]
+        == 0.0
+    )
 
 
 def test_detector_variants_build_and_run():
@@ -97,8 +129,11 @@ def test_detector_variants_build_and_run():
 
 def test_draw_detections_paints_the_box_outline():
     image = torch.zeros(3, 32, 32, dtype=torch.uint8)
-    pred = dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 20.0], [1.0, 1.0, 2.0, 2.0]]),
-                scores=torch.tensor([0.9, 0.1]), labels=torch.tensor([1, 2]))
+    pred = dict(
+        boxes=torch.tensor([[4.0, 4.0, 20.0, 20.0], [1.0, 1.0, 2.0, 2.0]]),
+        scores=torch.tensor([0.9, 0.1]),
+        labels=torch.tensor([1, 2]),
+    )
     drawn = draw_detections(image, pred, ["a", "b"], score_thresh=0.5)
     assert drawn[:, 4, 4:20].sum() > 0 and drawn[:, 12, 12].sum() == 0  # outline, hollow inside
     assert drawn[:, 1, 1].sum() == 0  # the low-score box is not drawn
@@ -128,11 +163,25 @@ def test_coco_polygons_and_bad_input(tmp_path):
         images=[dict(id=7, file_name="a.png", width=20, height=10)],
         categories=[dict(id=3, name="cat"), dict(id=9, name="dog")],
         annotations=[
-            dict(id=1, image_id=7, category_id=9, bbox=[2, 2, 6, 4], area=24, iscrowd=0,
-                 segmentation=[[2, 2, 8, 2, 8, 6, 2, 6]]),
+            dict(
+                id=1,
+                image_id=7,
+                category_id=9,
+                bbox=[2, 2, 6, 4],
+                area=24,
+                iscrowd=0,
+                segmentation=[[2, 2, 8, 2, 8, 6, 2, 6]],
+            ),
             dict(id=2, image_id=7, category_id=3, bbox=[10, 0, 5, 5], area=25, iscrowd=0),
-            dict(id=3, image_id=7, category_id=3, bbox=[0, 0, 20, 10], area=200, iscrowd=1,
-                 segmentation=dict(size=[10, 20], counts=[0, 200])),
+            dict(
+                id=3,
+                image_id=7,
+                category_id=3,
+                bbox=[0, 0, 20, 10],
+                area=200,
+                iscrowd=1,
+                segmentation=dict(size=[10, 20], counts=[0, 200]),
+            ),
         ],
     )
     (tmp_path / "ann.json").write_text(json.dumps(data))
@@ -171,28 +220,43 @@ def test_mask_folder_dataset(tmp_path):
 
 def test_task_checkpoint_starts_a_backbone(run):
     import resnet
-    from resnet.tasks.engine import load_task_model
+    from resnet.tasks.model import load_task_model
 
     model, _ = load_task_model(run["out"])
     backbone = resnet.Backbone("resnet18", weights=f"{run['out']}/best.pt")
-    for a, b in zip(backbone.body.state_dict().values(), model.body.state_dict().values(),
-                    strict=True):
+    for a, b in zip(
+        backbone.body.state_dict().values(), model.body.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
 
 
 def test_cli_train_config_maps_to_task_keys():
     from resnet.engine.config import TrainConfig
-    from resnet.tasks.engine import resolve_config
+    from resnet.tasks.config import TaskConfig
 
-    nested = TrainConfig().updated({
-        "model": {"name": "plain18", "options": {"neck": "none", "num_train": 64}},
-        "data": {"image_size": 96, "batch_size": 4}, "run": {"epochs": 2},
-    }).to_dict()
-    cfg = resolve_config({**nested, "task": "detect"})
-    assert (cfg["model"], cfg["neck"], cfg["num_train"], cfg["size"], cfg["batch_size"],
-            cfg["epochs"], cfg["data"], cfg["lr"]) == ("plain18", "none", 64, 96, 4, 2,
-                                                       "composite", 2e-3)
+    nested = (
+        TrainConfig()
+        .updated(
+            {
+                "model": {"name": "plain18", "options": {"neck": "none", "num_train": 64}},
+                "data": {"image_size": 96, "batch_size": 4},
+                "run": {"epochs": 2},
+            }
+        )
+        .to_dict()
+    )
+    cfg = TaskConfig.from_dict({**nested, "task": "detect"}).to_dict()
+    assert (
+        cfg["model"],
+        cfg["neck"],
+        cfg["num_train"],
+        cfg["size"],
+        cfg["batch_size"],
+        cfg["epochs"],
+        cfg["data"],
+        cfg["lr"],
+    ) == ("plain18", "none", 64, 96, 4, 2, "composite", 2e-3)
     with pytest.raises(ResNetError, match="optim.schedule"):
-        resolve_config(TrainConfig().updated({"optim": {"schedule": "step"}}).to_dict())
+        TaskConfig.from_dict(TrainConfig().updated({"optim": {"schedule": "step"}}).to_dict())
     with pytest.raises(ResNetError, match="unknown task config keys: nek"):
-        resolve_config({"nek": "fpn"})
+        TaskConfig.from_dict({"nek": "fpn"})

@@ -12,9 +12,10 @@ from torch import nn
 from resnet.cli import main
 from resnet.data import eval_loader
 from resnet.device import cpu_has_bf16
-from resnet.engine.checkpoint import load_checkpoint, load_model
+from resnet.engine.checkpoint import load_checkpoint, load_model, load_model_or_ensemble
 from resnet.engine.config import TrainConfig
-from resnet.engine.ensemble import is_ensemble_run, load_model_or_ensemble, train_ensemble
+from resnet.engine.ensemble import train_ensemble
+from resnet.engine.runfolder import is_ensemble_run
 from resnet.errors import ResNetError
 from resnet.models.ensemble import Ensemble
 
@@ -22,12 +23,14 @@ QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def ensemble_config(source: Path, out: Path, **run) -> TrainConfig:
-    return TrainConfig.from_dict({
-        "model": {"name": "fast_resnet8_24p"},
-        "data": {"source": str(source), "batch_size": 32, "augment": "flip"},
-        "optim": {"lr": 0.05, "warmup_epochs": 0.5},
-        "run": {"epochs": 2, "out": str(out), "seed": 3, "ensemble": 2, "device": "cpu", **run},
-    })
+    return TrainConfig.from_dict(
+        {
+            "model": {"name": "fast_resnet8_24p"},
+            "data": {"source": str(source), "batch_size": 32, "augment": "flip"},
+            "optim": {"lr": 0.05, "warmup_epochs": 0.5},
+            "run": {"epochs": 2, "out": str(out), "seed": 3, "ensemble": 2, "device": "cpu", **run},
+        }
+    )
 
 
 def test_ensemble_returns_the_log_of_the_mean_probability():
@@ -52,8 +55,9 @@ def _mean_of_members(paths: list[Path], source: Path) -> float:
     right = total = 0
     with torch.no_grad():
         for x, y in loader:
-            views = [torch.stack([m(v).softmax(1) for m in models]).mean(0).log()
-                     for v in (x, x.flip(3))]
+            views = [
+                torch.stack([m(v).softmax(1) for m in models]).mean(0).log() for v in (x, x.flip(3))
+            ]
             right += int(((views[0] + views[1]) / 2).argmax(1).eq(y).sum())
             total += len(y)
     return right / total
@@ -71,8 +75,13 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
     assert is_ensemble_run(out) and not is_ensemble_run(out / "member0")
     with pytest.raises(ResNetError, match="is an ensemble run.*member0"):
         load_checkpoint(out)  # single-net code (Grad-CAM) names a member instead
-    for name in ("config.yaml", "summary.json", "val-val/metrics.json",
-                 "val-val/confusion_matrix.png", "member1/curves.png"):
+    for name in (
+        "config.yaml",
+        "summary.json",
+        "val-val/metrics.json",
+        "val-val/confusion_matrix.png",
+        "member1/curves.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     # The ensemble is evaluated in the run's precision, as its members were (bf16 autocast
     # where the CPU has it), and `resnet val --precision auto` repeats that figure.
@@ -97,31 +106,44 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
     # `resnet predict` on the folder: the mean of the members' probabilities for one image.
     image = next((digits_folder / "val" / "digit3").iterdir())
     assert main(["predict", str(out), str(image), "--json", "--top-k", "10"]) == 0
-    got = {p["class"]: p["probability"]
-           for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    got = {
+        p["class"]: p["probability"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]
+    }
     from resnet.engine.inference import TorchClassifier, predict_paths
 
-    singles = [predict_paths(TorchClassifier.from_checkpoint(p), [image], top_k=10)[0]
-               for p in members]
+    singles = [
+        predict_paths(TorchClassifier.from_checkpoint(p), [image], top_k=10)[0] for p in members
+    ]
     for c in got:
-        want = sum(p["probability"] for s in singles for p in s["predictions"]
-                   if p["class"] == c) / 2
+        want = (
+            sum(p["probability"] for s in singles for p in s["predictions"] if p["class"] == c) / 2
+        )
         assert got[c] == pytest.approx(want, abs=1e-5), c
     # Exported whole (ONNX, TorchScript): one graph, parity-checked, predicting the same.
-    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt"),
-                      ("exported-program", "model.pt2")):
+    for fmt, name in (
+        ("onnx", "model.onnx"),
+        ("torchscript", "model.torchscript.pt"),
+        ("exported-program", "model.pt2"),
+    ):
         assert main(["export", str(out), "--format", fmt, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["parity"]["max_abs_diff"] < 1e-3
         assert main(["predict", str(out / name), str(image), "--json", "--top-k", "10"]) == 0
-        exported = {p["class"]: p["probability"]
-                    for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+        exported = {
+            p["class"]: p["probability"]
+            for p in json.loads(capsys.readouterr().out)[0]["predictions"]
+        }
         assert exported.keys() == got.keys()
         assert all(exported[c] == pytest.approx(got[c], abs=1e-4) for c in got), fmt
     # ONNX Runtime straight from the folder (exported in memory, parity-checked).
-    assert main(["predict", str(out), str(image), "--backend", "onnxruntime", "--json",
-                 "--top-k", "10"]) == 0
-    ort = {p["class"]: p["probability"]
-           for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    assert (
+        main(
+            ["predict", str(out), str(image), "--backend", "onnxruntime", "--json", "--top-k", "10"]
+        )
+        == 0
+    )
+    ort = {
+        p["class"]: p["probability"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]
+    }
     assert all(ort[c] == pytest.approx(got[c], abs=1e-4) for c in got)
     # Grad-CAM explains one net: a clear one-line refusal, not a traceback.
     assert main(["predict", str(out), str(image), "--cam", "--out", str(tmp_path / "p")]) == 2
@@ -132,9 +154,7 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
         train_ensemble(ensemble_config(digits_folder, out), **QUIET)
 
 
-def test_interrupted_ensemble_resumes_inside_the_unfinished_member(
-    digits_folder, tmp_path, capsys
-):
+def test_interrupted_ensemble_resumes_inside_the_unfinished_member(digits_folder, tmp_path, capsys):
     out = tmp_path / "ens"
     seen = []
 
@@ -144,8 +164,9 @@ def test_interrupted_ensemble_resumes_inside_the_unfinished_member(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_ensemble(ensemble_config(digits_folder, out), progress=False,
-                       log=stop_in_second_member)
+        train_ensemble(
+            ensemble_config(digits_folder, out), progress=False, log=stop_in_second_member
+        )
     first = (out / "member0" / "best.pt").read_bytes()
     assert load_checkpoint(out / "member1" / "last.pt")["epoch"] == 0  # one epoch of two
     assert is_ensemble_run(out) and not (out / "ensemble.json").exists()
@@ -167,7 +188,7 @@ def test_interrupted_ensemble_resumes_inside_the_unfinished_member(
 
 def test_members_must_share_classes_and_preprocessing(digits_folder, tmp_path):
     cfg = ensemble_config(digits_folder, tmp_path / "a", ensemble=1, epochs=1)
-    from resnet.engine.trainer import train
+    from resnet.engine import train
 
     train(cfg, **QUIET)
     a = tmp_path / "a" / "best.pt"

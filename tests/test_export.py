@@ -56,7 +56,7 @@ def trained(digits, tmp_path_factory):
         model.train()
         perm = torch.randperm(1400, generator=g)
         for i in range(0, 1400, 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -116,8 +116,7 @@ def test_onnx_graph_has_symbolic_batch_and_metadata_props(exports):
 
 def test_static_batch_export_is_fixed_and_refuses_other_batches(trained, tmp_path):
     _, ckpt = trained
-    result = export_checkpoint(ckpt, "onnx", tmp_path / "s.onnx", dynamic_batch=False,
-                               num_images=3)
+    result = export_checkpoint(ckpt, "onnx", tmp_path / "s.onnx", dynamic_batch=False, num_images=3)
     clf = load_classifier(result.path)
     assert clf.metadata["dynamic_batch"] is False
     assert clf(torch.zeros(1, 1, 16, 16)).shape == (1, 10)
@@ -129,15 +128,17 @@ def test_check_parity_reports_a_mismatch_as_error():
     ref = torch.nn.Linear(4, 3)
     x = torch.randn(10, 4)
     ok = check_parity(ref, ref, x)
-    assert ok.ok and ok.max_abs_diff == 0.0
+    # The same model on batches of 1, 5 and 10: equal up to the GEMM kernel's last bit.
+    assert ok.ok and ok.max_abs_diff <= 1e-6
     with pytest.raises(ParityError, match="parity FAILED"):
         check_parity(ref, lambda t: ref(t) + 0.5, x)
     report = check_parity(ref, lambda t: ref(t).flip(1), x, raise_on_failure=False)
     assert not report.ok and report.top1_agreement < 1.0
 
 
-def test_cli_parity_failure_exits_nonzero_one_line_and_keeps_old_file(trained, tmp_path,
-                                                                       monkeypatch, capsys):
+def test_cli_parity_failure_exits_nonzero_one_line_and_keeps_old_file(
+    trained, tmp_path, monkeypatch, capsys
+):
     import resnet.export.formats as formats
 
     _, ckpt = trained
@@ -150,8 +151,9 @@ def test_cli_parity_failure_exits_nonzero_one_line_and_keeps_old_file(trained, t
         return (lambda x: run(x) * 1.1 + 0.1), meta
 
     monkeypatch.setattr(formats, "load_serialized", broken)
-    rc = main(["export", str(ckpt), "--format", "torchscript", "--out", str(out),
-               "--num-images", "4"])
+    rc = main(
+        ["export", str(ckpt), "--format", "torchscript", "--out", str(out), "--num-images", "4"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "parity FAILED" in err[0]
     assert out.read_bytes() == b"previous good export"
@@ -209,9 +211,22 @@ def test_int8_static_quantization_agrees_with_fp32_on_held_out_digits(trained, d
 def test_benchmark_cli_json(trained, tmp_path, capsys):
     _, ckpt = trained
     out = tmp_path / "bench.json"
-    rc = main(["benchmark", str(ckpt), "--batch-sizes", "1,4", "--modes",
-               "eager_fp32,onnxruntime_fp32", "--min-seconds", "0.05", "--json",
-               "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "benchmark",
+            str(ckpt),
+            "--batch-sizes",
+            "1,4",
+            "--modes",
+            "eager_fp32,onnxruntime_fp32",
+            "--min-seconds",
+            "0.05",
+            "--json",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     (label,) = [k for k, v in result.items() if isinstance(v, dict) and "info" in v]
@@ -233,8 +248,22 @@ def test_cli_int8_export_calibrates_on_a_folder_and_checks_agreement(trained, tm
     root = write_digits_folder(tmp_path / "digits", per_class=10)
     held_out = sorted(str(p) for p in (root / "val").rglob("*.png"))
     out = tmp_path / "q.onnx"
-    rc = main(["export", str(ckpt), "--int8", "--calibration", str(root), "--out", str(out),
-               "--images", *held_out, "--num-images", str(len(held_out)), "--json"])
+    rc = main(
+        [
+            "export",
+            str(ckpt),
+            "--int8",
+            "--calibration",
+            str(root),
+            "--out",
+            str(out),
+            "--images",
+            *held_out,
+            "--num-images",
+            str(len(held_out)),
+            "--json",
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["parity"]["ok"] and report["parity"]["top1_agreement"] >= 0.95

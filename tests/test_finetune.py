@@ -9,11 +9,11 @@ from resnet.engine.finetune import (
     apply_freeze,
     eval_preprocessing_for,
     linear_probe,
-    param_groups,
     parse_unfreeze,
     set_bn_eval,
     unfreeze_at_epoch,
 )
+from resnet.engine.optim import param_groups
 from resnet.errors import ResNetError
 
 torch.set_num_threads(2)
@@ -50,7 +50,9 @@ def _changed(before, model):
 def test_stages_freeze_keeps_frozen_params_and_bn_stats():
     model = _model()
     assert apply_freeze(model, "stages:1") == ["stem", "layer1"]
-    opt = torch.optim.SGD(param_groups(model, 0.1, 5e-4), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(
+        param_groups(model, 5e-4, lr=0.1, include_frozen=True), lr=0.1, momentum=0.9
+    )
     before = _snapshot(model)
     _train_steps(model, opt)
     changed = _changed(before, model)
@@ -64,7 +66,9 @@ def test_stages_freeze_keeps_frozen_params_and_bn_stats():
 def test_linear_probe_trains_only_the_head():
     model = _model()
     linear_probe(model)
-    opt = torch.optim.SGD(param_groups(model, 0.1, 5e-4), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(
+        param_groups(model, 5e-4, lr=0.1, include_frozen=True), lr=0.1, momentum=0.9
+    )
     before = _snapshot(model)
     _train_steps(model, opt)
     assert _changed(before, model) == {"fc.weight", "fc.bias"}
@@ -73,7 +77,7 @@ def test_linear_probe_trains_only_the_head():
 def test_bn_eval_keeps_stats_but_learns_affine():
     model = _model()
     apply_freeze(model, "none")
-    opt = torch.optim.SGD(param_groups(model, 0.1, 0.0), lr=0.1)
+    opt = torch.optim.SGD(param_groups(model, 0.0, lr=0.1, include_frozen=True), lr=0.1)
     before = _snapshot(model)
     _train_steps(model, opt, bn_eval=True)
     changed = _changed(before, model)
@@ -83,7 +87,7 @@ def test_bn_eval_keeps_stats_but_learns_affine():
 
 def test_param_groups_lrs_and_no_decay_on_norms_and_biases():
     model = _model()
-    groups = param_groups(model, 0.1, 5e-4, backbone_lr_mult=0.1)
+    groups = param_groups(model, 5e-4, lr=0.1, backbone_lr_mult=0.1, include_frozen=True)
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"head", "head_no_decay", "backbone", "backbone_no_decay"}
     assert by_name["head"]["lr"] == 0.1 and by_name["backbone"]["lr"] == pytest.approx(0.01)
@@ -94,12 +98,14 @@ def test_param_groups_lrs_and_no_decay_on_norms_and_biases():
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     with pytest.raises(ResNetError):
-        param_groups(model, 0.1, 0.0, backbone_lr_mult=-1)
+        param_groups(model, 0.0, lr=0.1, backbone_lr_mult=-1, include_frozen=True)
 
 
 def test_backbone_lr_mult_zero_moves_only_the_head():
     model = _model()
-    opt = torch.optim.SGD(param_groups(model, 0.1, 5e-4, backbone_lr_mult=0.0), lr=0.1)
+    opt = torch.optim.SGD(
+        param_groups(model, 5e-4, lr=0.1, backbone_lr_mult=0.0, include_frozen=True), lr=0.1
+    )
     before = _snapshot(model)
     model.eval()  # BN statistics fixed, so only parameters could change
     x, y = _batch()
@@ -112,7 +118,9 @@ def test_gradual_unfreezing_is_a_function_of_the_epoch():
     schedule = "0:backbone,2:stages:1,4:none"
     assert parse_unfreeze(schedule) == [(0, "backbone"), (2, "stages:1"), (4, "none")]
     model = _model()
-    opt = torch.optim.SGD(param_groups(model, 0.1, 0.0), lr=0.1)  # built once, frozen params in
+    opt = torch.optim.SGD(
+        param_groups(model, 0.0, lr=0.1, include_frozen=True), lr=0.1
+    )  # built once, frozen params in
     trainable = {}
     for epoch in range(5):
         assert unfreeze_at_epoch(model, epoch, schedule) is not None
@@ -140,15 +148,27 @@ def test_bad_modes_are_one_line_errors():
 
 
 def test_eval_preprocessing_follows_weights_unless_data_says_otherwise():
-    rgb224 = {"in_chans": 3, "size": [224, 224], "mean": [0.5] * 3, "std": [0.25] * 3,
-              "resize": None, "crop": None}
+    rgb224 = {
+        "in_chans": 3,
+        "size": [224, 224],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "resize": None,
+        "crop": None,
+    }
     pre = eval_preprocessing_for("torchvision:IMAGENET1K_V2", rgb224, arch="resnet50")
     assert (pre["resize"], pre["crop"], pre["size"]) == (232, 224, [224, 224])
     assert pre["mean"] == [0.485, 0.456, 0.406] and pre["interpolation"] == "bilinear"
     v1 = eval_preprocessing_for("torchvision:resnet50.IMAGENET1K_V1", rgb224)
     assert v1["resize"] == 256
-    grey28 = {"in_chans": 1, "size": [28, 28], "mean": [0.286], "std": [0.353], "resize": None,
-              "crop": None}
+    grey28 = {
+        "in_chans": 1,
+        "size": [28, 28],
+        "mean": [0.286],
+        "std": [0.353],
+        "resize": None,
+        "crop": None,
+    }
     assert eval_preprocessing_for("torchvision:DEFAULT", grey28, arch="resnet50") == grey28
     assert eval_preprocessing_for(None, grey28) == grey28
     timm = eval_preprocessing_for("timm:resnet50.a1_in1k", None)

@@ -21,7 +21,7 @@ def planted(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, tor
     corners = torch.randint(0, SIZE - PATCH + 1, (n, 2), generator=g)
     for i in torch.nonzero(y).flatten().tolist():
         r, c = corners[i].tolist()
-        x[i, 0, r:r + PATCH, c:c + PATCH] += 2.0
+        x[i, 0, r : r + PATCH, c : c + PATCH] += 2.0
     return x, y, corners
 
 
@@ -36,7 +36,7 @@ def patch_model():
         model.train()
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
+            idx = perm[i : i + 32]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -56,7 +56,7 @@ def test_gradcam_peaks_on_the_planted_patch(patch_model):
     argmax_in, mean_in = 0, 0
     for cam, (r, c) in zip(cams, corners[pos].tolist(), strict=True):
         inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
-        inside[r:r + PATCH, c:c + PATCH] = True
+        inside[r : r + PATCH, c : c + PATCH] = True
         pr, pc = divmod(int(cam.argmax()), SIZE)
         argmax_in += (r - 2 <= pr < r + PATCH + 2) and (c - 2 <= pc < c + PATCH + 2)  # 2-px margin
         mean_in += bool(cam[inside].mean() > 2 * cam[~inside].mean())
@@ -89,7 +89,8 @@ def test_cam_mapped_back_through_resize_and_centre_crop():
 def test_overlay_png_written(tmp_path):
     from PIL import Image
 
-    path = save_overlay(tmp_path / "a.cam.png", torch.rand(3, 20, 30), torch.rand(5, 5),
-                        title="cat 90%")
+    path = save_overlay(
+        tmp_path / "a.cam.png", torch.rand(3, 20, 30), torch.rand(5, 5), title="cat 90%"
+    )
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > im.height  # the 3:2 image's aspect is kept

@@ -18,8 +18,18 @@ from resnet.tasks.segmentation import (
     soft_dice_loss,
 )
 
-TINY = dict(model="resnet18", num_train=32, num_val=8, size=64, max_steps=8, batch_size=4,
-            warmup_steps=2, lr=2e-3, seed=0, progress=False)
+TINY = dict(
+    model="resnet18",
+    num_train=32,
+    num_val=8,
+    size=64,
+    max_steps=8,
+    batch_size=4,
+    warmup_steps=2,
+    lr=2e-3,
+    seed=0,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +146,9 @@ def test_predict_draws_masks_to_png(run, tmp_path):
     Image.fromarray(ds[0][0].permute(1, 2, 0).numpy()).save(tmp_path / "canvas.png")
     # A grey image of another size: resized for the net, drawn at its own size.
     Image.fromarray(np.full((40, 30), 128, np.uint8)).save(tmp_path / "grey.png")
-    results = predict_task(run["out"], [tmp_path / "canvas.png", tmp_path / "grey.png"],
-                           tmp_path / "pred")
+    results = predict_task(
+        run["out"], [tmp_path / "canvas.png", tmp_path / "grey.png"], tmp_path / "pred"
+    )
     assert np.asarray(Image.open(results[0]["output"])).shape == (64, 64, 3)
     assert np.asarray(Image.open(results[1]["output"])).shape == (40, 30, 3)
     for r in results:

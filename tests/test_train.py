@@ -8,15 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import resnet
+from resnet.engine import Callback, CheckpointSaved, EpochEnd, StepProgress, Trainer, train
 from resnet.engine.checkpoint import load_checkpoint
 from resnet.engine.config import TrainConfig
-from resnet.engine.trainer import Trainer, train
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -34,13 +36,13 @@ def small_config(source: str, out: Path, **run) -> TrainConfig:
 
 def test_training_on_real_digits_learns(digits_folder, tmp_path):
     summary = train(
-        small_config(str(digits_folder), tmp_path / "run", epochs=6),
+        small_config(str(digits_folder), tmp_path / "run", epochs=8),
         progress=False,
         log=lambda *a: None,
     )
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     losses = [float(r["train_loss"]) for r in rows]
-    assert len(rows) == 6 and losses[-1] < 0.6 * losses[0], losses
+    assert len(rows) == 8 and losses[-1] < 0.6 * losses[0], losses
     # 10 classes: chance is 10 %.
     assert summary["best_val_acc"] >= 0.6, summary
     for name in (
@@ -142,8 +144,11 @@ def test_a_run_stopped_by_its_time_limit_resumes_only_with_a_larger_limit(digits
     from resnet.errors import ResNetError
 
     out = tmp_path / "run"
-    first = train(small_config(str(digits_folder), out, epochs=3, time_limit=1e-3),
-                  progress=False, log=lambda *a: None)
+    first = train(
+        small_config(str(digits_folder), out, epochs=3, time_limit=1e-3),
+        progress=False,
+        log=lambda *a: None,
+    )
     assert first["epochs"] == 1  # the limit stops the run after its first epoch
     with pytest.raises(ResNetError, match="larger --time-limit"):
         train(resume=out, progress=False, log=lambda *a: None)
@@ -199,8 +204,9 @@ def test_a_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_in_them(
     assert float(rows[-1]["lr"]) == pytest.approx(0.05 / (steps - round(0.5 * steps / 3)))
     # Resuming with a larger budget plans more epochs (a longer run, like --epochs); without
     # one, the spent budget is refused in one line.
-    more = _TenSecondEpochs(resume=tmp_path / "budget", time_budget=55, progress=False,
-                            log=lambda *a: None)
+    more = _TenSecondEpochs(
+        resume=tmp_path / "budget", time_budget=55, progress=False, log=lambda *a: None
+    )
     assert more.planned_epochs == 5
     from resnet.errors import ResNetError
 
@@ -224,8 +230,9 @@ def test_a_budget_plan_never_grows_once_its_schedule_has_ended(digits_folder, tm
     logs.clear()
     cfg = small_config(str(digits_folder), tmp_path / "d", epochs=2, time_budget=100)
     assert _TenSecondEpochs(cfg, progress=False, log=logs.append).fit()["epochs"] == 2
-    assert any("10 epochs would fit in 100 s; run.epochs caps the run at 2" in line
-               for line in logs), logs
+    assert any(
+        "10 epochs would fit in 100 s; run.epochs caps the run at 2" in line for line in logs
+    ), logs
 
 
 def test_a_budget_run_cut_short_resumes_into_the_same_weights(digits_folder, tmp_path):
@@ -253,7 +260,12 @@ def test_time_flags_take_durations_and_refuse_nonsense(tmp_path):
     from resnet.cli.train import duration
 
     assert [duration(t) for t in ("3600", "90s", "45m", "1h30m", "1.5h", "2H")] == [
-        3600, 90, 2700, 5400, 5400, 7200
+        3600,
+        90,
+        2700,
+        5400,
+        5400,
+        7200,
     ]
     for bad in ("1h30", "-5", "1e-3", "soon"):
         with pytest.raises(Exception, match="not a duration"):
@@ -404,12 +416,18 @@ def test_fine_tuning_from_a_weights_file_keeps_frozen_parts(digits_folder, tmp_p
 
     tv = torchvision.models.resnet18()
     torch.save(tv.state_dict(), tmp_path / "r18.pth")
-    cfg = TrainConfig.from_dict({
-        "model": {"name": "resnet18"},
-        "data": {"source": str(digits_folder), "batch_size": 48},
-        "finetune": {"weights": str(tmp_path / "r18.pth"), "freeze": "backbone", "bn_eval": True},
-        "run": {"epochs": 1, "out": str(tmp_path / "ft")},
-    })
+    cfg = TrainConfig.from_dict(
+        {
+            "model": {"name": "resnet18"},
+            "data": {"source": str(digits_folder), "batch_size": 48},
+            "finetune": {
+                "weights": str(tmp_path / "r18.pth"),
+                "freeze": "backbone",
+                "bn_eval": True,
+            },
+            "run": {"epochs": 1, "out": str(tmp_path / "ft")},
+        }
+    )
     train(cfg, progress=False, log=lambda *a: None)
     state = load_checkpoint(tmp_path / "ft" / "last.pt")
     w = state["model"]
@@ -435,7 +453,7 @@ def test_shipped_recipes_load_and_resolve():
 def test_ema_warms_up_then_settles_to_its_decay():
     from torch.optim.swa_utils import AveragedModel
 
-    from resnet.engine.trainer import ema_update
+    from resnet.engine.optim import ema_update
 
     net = torch.nn.Linear(1, 1, bias=False)
     ema = AveragedModel(net, multi_avg_fn=ema_update(0.99), use_buffers=True)
@@ -497,8 +515,12 @@ def test_trainer_whitens_the_stem_only_when_training_from_scratch(digits_folder,
     tr = Trainer(cfg, progress=False, log=lambda *a: None)
     w = tr.model.conv1.weight.detach()
     assert torch.equal(w[1:18:2], -w[0:18:2])
-    bad = cfg.updated({"finetune": {"weights": str(tmp_path / "w.safetensors")},
-                       "run": {"out": str(tmp_path / "run2")}})
+    bad = cfg.updated(
+        {
+            "finetune": {"weights": str(tmp_path / "w.safetensors")},
+            "run": {"out": str(tmp_path / "run2")},
+        }
+    )
     with pytest.raises(ResNetError, match="from scratch"):
         Trainer(bad, progress=False, log=lambda *a: None)
 
@@ -510,8 +532,10 @@ def test_frozen_whitened_stem_stays_fixed_while_the_rest_trains(digits_folder, t
         {"model": {"name": "fast_resnet8_32", "whiten_stem": True, "freeze_whitened": True}}
     )
     tr = Trainer(cfg, progress=False, log=lambda *a: None)
-    stem, block = (tr.model.conv1.weight.detach().clone(),
-                   tr.model.layer1[0].conv1.weight.detach().clone())
+    stem, block = (
+        tr.model.conv1.weight.detach().clone(),
+        tr.model.layer1[0].conv1.weight.detach().clone(),
+    )
     assert torch.equal(stem[1:16:2], -stem[0:16:2])  # whitened: 8 directions, both signs
     tr.fit()
     assert torch.equal(tr.model.conv1.weight, stem)
@@ -521,10 +545,12 @@ def test_frozen_whitened_stem_stays_fixed_while_the_rest_trains(digits_folder, t
         with pytest.raises(ResNetError, match=match):
             Trainer(cfg.updated({"model": change}), progress=False, log=lambda *a: None)
     with pytest.raises(ResNetError, match="--freeze"):
-        Trainer(cfg.updated({"finetune": {"freeze": "stages:1"}}), progress=False,
-                log=lambda *a: None)
-    wide_stem = cfg.updated({"model": {"name": "fast_resnet8"},
-                             "run": {"out": str(tmp_path / "b")}})
+        Trainer(
+            cfg.updated({"finetune": {"freeze": "stages:1"}}), progress=False, log=lambda *a: None
+        )
+    wide_stem = cfg.updated(
+        {"model": {"name": "fast_resnet8"}, "run": {"out": str(tmp_path / "b")}}
+    )
     with pytest.raises(ResNetError, match="only 18 of the first conv's 32 filters"):
         Trainer(wide_stem, progress=False, log=lambda *a: None)
     bn_eval = cfg.updated({"finetune": {"bn_eval": True}, "run": {"out": str(tmp_path / "c")}})
@@ -583,3 +609,112 @@ def test_shift_tta_larger_than_the_image_is_refused(digits_folder, tmp_path):
         Trainer(cfg, progress=False, log=lambda *a: None)
     with pytest.raises(ValueError, match="larger than 4x4"):
         predict_logits(torch.nn.Flatten(), torch.zeros(1, 1, 4, 4), shift=4)
+
+
+def _api_config(digits_folder, out: Path) -> TrainConfig:
+    """A run whose every random stream matters: drop-path (global generator), flips and crops
+    (the data generator), an EMA and lookahead (state beside the optimiser's)."""
+    return small_config(str(digits_folder), out, epochs=3).updated(
+        {
+            "model": {"options": {"drop_path_rate": 0.1}},
+            "optim": {"ema_decay": 0.9, "lookahead_steps": 3},
+        }
+    )
+
+
+class _StopAt(Callback):
+    def __init__(self, global_step: int):
+        self.global_step, self.events = global_step, []
+
+    def on_event(self, event):
+        self.events.append(event)
+        super().on_event(event)
+
+    def on_step(self, event: StepProgress) -> None:
+        if event.global_step == self.global_step:
+            self.request_stop()
+
+
+def test_a_run_stopped_through_the_api_mid_epoch_resumes_to_the_uninterrupted_weights(
+    digits_folder, tmp_path
+):
+    quiet = dict(progress=False, log=None)
+    full = train(_api_config(digits_folder, tmp_path / "full"), **quiet)
+    assert full["epochs"] == 3
+    steps = load_checkpoint(tmp_path / "full" / "last.pt")["step"] // 3  # per epoch
+    assert steps >= 4
+    stopper = _StopAt(steps + 3)  # asked after the third step of the second epoch
+    cut = train(_api_config(digits_folder, tmp_path / "cut"), callbacks=[stopper], **quiet)
+    assert cut["status"] == "stopped" and (cut["epoch"], cut["step"]) == (2, 3)
+    state = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert state["partial_epoch"]["step"] == 3 and state["epoch"] == 0
+    saved = [e for e in stopper.events if isinstance(e, CheckpointSaved)]
+    assert saved[-1].kind == "stop" and saved[-1].step == steps + 3
+    assert stopper.events[-1].name == "run_end" and stopper.events[-1].status == "stopped"
+    assert not (tmp_path / "cut" / "summary.json").exists()
+
+    resumed = train(resume=tmp_path / "cut", **quiet)
+    assert resumed["epochs"] == 3
+    a = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    b = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    keys = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    wa, wb = (
+        load_checkpoint(tmp_path / "full" / "last.pt"),
+        load_checkpoint(tmp_path / "cut" / "last.pt"),
+    )
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+    assert all(torch.equal(wa["raw_model"][k], wb["raw_model"][k]) for k in wa["raw_model"])
+    assert "partial_epoch" not in wb
+
+
+def test_a_callback_sees_the_run_and_exactly_the_rows_of_metrics_csv(digits_folder, tmp_path):
+    seen = []
+    stop = threading.Event()
+    cfg = small_config(str(digits_folder), tmp_path / "run", epochs=3)
+    summary = resnet.train(cfg, callbacks=[seen.append], stop=stop, progress=False, log=None)
+    names = [e.name for e in seen]
+    assert names[0] == "run_start" and names[-1] == "run_end"
+    start = seen[0]
+    assert start.train_size == 240 and start.val_size == 60 and start.planned_epochs == 3
+    steps = [e for e in seen if isinstance(e, StepProgress)]
+    assert len(steps) == 3 * start.steps_per_epoch
+    assert [e.global_step for e in steps] == list(range(1, len(steps) + 1))
+    assert all(e.lr > 0 and e.loss > 0 and 0 <= e.acc <= 1 for e in steps)
+    rows = [e.row for e in seen if isinstance(e, EpochEnd)]
+    written = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert len(rows) == len(written) == 3
+    for row, line in zip(rows, written, strict=True):
+        assert {k: v for k, v in line.items() if v != ""} == {
+            k: str(v) for k, v in row.items() if k in line
+        }
+    kinds = [e.kind for e in seen if isinstance(e, CheckpointSaved)]
+    assert kinds.count("last") == 3 and "best" in kinds
+    assert seen[-1].summary == summary and seen[-1].status == "finished"
+    json.dumps([e.to_dict() for e in seen])  # every payload is plain data
+
+    # The caller's event stops the run too: set after the first step of another run.
+    def stop_after_first(event):
+        if isinstance(event, StepProgress):
+            stop.set()
+
+    out = tmp_path / "stopped"
+    cut = resnet.train(
+        small_config(str(digits_folder), out),
+        callbacks=[stop_after_first],
+        stop=stop,
+        progress=False,
+        log=None,
+    )
+    assert cut["status"] == "stopped" and (cut["epoch"], cut["step"]) == (1, 1)
+    assert load_checkpoint(out / "last.pt")["partial_epoch"]["step"] == 1
+
+
+def test_a_failed_run_announces_its_error(digits_folder, tmp_path):
+    seen = []
+    cfg = small_config(str(digits_folder), tmp_path / "nan").updated({"optim": {"lr": 1e30}})
+    from resnet.errors import ResNetError
+
+    with pytest.raises(ResNetError, match="loss became"):
+        resnet.train(cfg, callbacks=[seen.append], progress=False, log=None)
+    assert seen[-1].name == "error" and "loss became" in seen[-1].message

@@ -9,9 +9,6 @@ deterministic given the weights.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,14 +18,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import models
+from ..data import BatchAugment, DataConfig, TensorLoader, load_data
+from ..engine.optim import lr_factor, set_lr
+from ..engine.report import pyplot, save_figure, write_metrics_csv
 from ..errors import ResNetError
-from ..storage import atomic_write_bytes, atomic_write_text
+from ..storage import atomic_write_text, write_json
 
 SCHEDULES = ("step", "cosine")
-CSV_FIELDS = ("model", "depth", "skip", "iteration", "lr", "loss", "running_train_error",
-              "train_error", "test_error", "elapsed_s")
+CSV_FIELDS = (
+    "model",
+    "depth",
+    "skip",
+    "iteration",
+    "lr",
+    "loss",
+    "running_train_error",
+    "train_error",
+    "test_error",
+    "elapsed_s",
+)
 
 
 @dataclass
@@ -44,6 +55,7 @@ class TensorData:
 
     @property
     def in_chans(self) -> int:
+        """Channels of the images."""
         return self.train_x.shape[1]
 
 
@@ -54,15 +66,19 @@ def load_tensors(source: str = "fashion-mnist", subset: int | None = None) -> Te
         source: what `resnet.data.load_data` accepts.
         subset: keep the first N (stratified) training images.
     """
-    from ..data import DataConfig, load_data
-
     cfg = DataConfig(source=source, val_split=0.0, subset=subset, in_memory="yes")
     bundle = load_data(cfg)
     test = bundle.test or bundle.val
     if bundle.train.images is None or test is None or test.images is None:
         raise ResNetError(f"{source}: the experiments need a test split that fits in memory")
-    return TensorData(bundle.name, bundle.train.images, bundle.train.labels, test.images,
-                      test.labels, len(bundle.classes))
+    return TensorData(
+        bundle.name,
+        bundle.train.images,
+        bundle.train.labels,
+        test.images,
+        test.labels,
+        len(bundle.classes),
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,7 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self):
+        """Refuses an unknown schedule and sizes below one."""
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be {' or '.join(SCHEDULES)}, not {self.schedule!r}")
         for name in ("iterations", "batch_size", "eval_every", "train_eval_size", "test_eval_size"):
@@ -111,14 +128,17 @@ class Recipe:
             raise ValueError("need lr > 0, warmup >= 0 and weight_decay >= 0")
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of step `step` (0-based): a pure function of the step."""
+        """Learning rate of step `step` (0-based): a pure function of the step.
+
+        The warm-up is the paper's for deep nets, rising linearly from lr/10; after it, the
+        engine's schedule (`resnet.engine.optim.lr_factor`): "step" counts its drops at 50 % and
+        75 % from the start of the run, "cosine" decays over the steps after the warm-up.
+        """
         if step < self.warmup:
             return self.lr * (0.1 + 0.9 * step / self.warmup)
         if self.schedule == "cosine":
-            span = max(self.iterations - self.warmup, 1)
-            return 0.5 * self.lr * (1 + math.cos(math.pi * (step - self.warmup) / span))
-        decays = (step >= self.iterations // 2) + (step >= self.iterations * 3 // 4)
-        return self.lr * 0.1**decays
+            return self.lr * lr_factor(step - self.warmup, self.iterations - self.warmup, "cosine")
+        return self.lr * lr_factor(step, self.iterations, "step")
 
 
 QUICK = dict(iterations=300, warmup=15, eval_every=50, train_eval_size=1000, test_eval_size=1000)
@@ -137,14 +157,19 @@ def twin_names(depths: Sequence[int], family: str = "resnet") -> list[tuple[str,
 
 def batches(data: TensorData, recipe: Recipe) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless augmented training batches, identical for every net built with the same recipe."""
-    from ..data.loaders import TensorLoader
-    from ..data.transforms import BatchAugment
-
     h = data.train_x.shape[-1]
     aug = BatchAugment("paper" if recipe.augment else "none", h)
     bs = min(recipe.batch_size, len(data.train_y))
-    loader = TensorLoader(data.train_x, data.train_y, batch_size=bs, shuffle=True, augment=aug,
-                          drop_last=True, seed=recipe.seed, channels_last=recipe.channels_last)
+    loader = TensorLoader(
+        data.train_x,
+        data.train_y,
+        batch_size=bs,
+        shuffle=True,
+        augment=aug,
+        drop_last=True,
+        seed=recipe.seed,
+        channels_last=recipe.channels_last,
+    )
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -162,15 +187,22 @@ def build(name: str, data: TensorData, recipe: Recipe, **options) -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay)
+    """SGD with momentum, weight decay on every parameter (as in the paper)."""
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               lr: float, bf16: bool) -> tuple[float, int]:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    bf16: bool,
+) -> tuple[float, int]:
     """One SGD step; returns (loss, number of mistakes in the batch)."""
-    for group in opt.param_groups:
-        group["lr"] = lr
+    set_lr(opt, lr, 1.0)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -181,48 +213,70 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
 
 
 @torch.no_grad()
-def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = True,
-               channels_last: bool = True, batch_size: int = 500) -> float:
+def error_rate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    bf16: bool = True,
+    channels_last: bool = True,
+    batch_size: int = 500,
+) -> float:
     """Top-1 error of `model` in eval mode on (x, y)."""
     was_training = model.training
     model.eval()
     wrong = 0
     for i in range(0, len(y), batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i : i + batch_size]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            wrong += int((model(xb).argmax(1) != y[i:i + batch_size]).sum())
+            wrong += int((model(xb).argmax(1) != y[i : i + batch_size]).sum())
     model.train(was_training)
     return wrong / len(y)
 
 
-def train_curve(name: str, data: TensorData, recipe: Recipe, *, progress: bool = True,
-                on_point: Callable[[dict], None] | None = None) -> list[dict]:
+def eval_subsets(data: TensorData, recipe: Recipe):
+    """`((x, y), (x, y))`: the fixed training subset and the test images each point evaluates."""
+    n_tr = min(recipe.train_eval_size, len(data.train_y))
+    n_te = min(recipe.test_eval_size, len(data.test_y))
+    return (data.train_x[:n_tr], data.train_y[:n_tr]), (data.test_x[:n_te], data.test_y[:n_te])
+
+
+def train_curve(
+    name: str,
+    data: TensorData,
+    recipe: Recipe,
+    *,
+    progress: bool = True,
+    on_point: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Trains one net under `recipe`, evaluating every `eval_every` steps and at the end.
 
     Returns:
         One row per evaluation (see `CSV_FIELDS`); row 0 is the untrained net.
     """
-    from tqdm.auto import tqdm
-
     entry = models.get_entry(name)
     model = build(name, data, recipe).train()
     opt = make_optimizer(model, recipe)
-    n_tr = min(recipe.train_eval_size, len(data.train_y))
-    n_te = min(recipe.test_eval_size, len(data.test_y))
-    fixed = (data.train_x[:n_tr], data.train_y[:n_tr])
-    test = (data.test_x[:n_te], data.test_y[:n_te])
+    fixed, test = eval_subsets(data, recipe)
     kw = dict(bf16=recipe.bf16, channels_last=recipe.channels_last)
     rows: list[dict] = []
     start = time.perf_counter()
 
     def point(step: int, lr: float, loss: float, running: float) -> None:
-        row = dict(model=name, depth=entry.depth, skip=entry.spec.skip, iteration=step, lr=lr,
-                   loss=loss, running_train_error=running,
-                   train_error=error_rate(model, *fixed, **kw),
-                   test_error=error_rate(model, *test, **kw),
-                   elapsed_s=round(time.perf_counter() - start, 2))
+        row = dict(
+            model=name,
+            depth=entry.depth,
+            skip=entry.spec.skip,
+            iteration=step,
+            lr=lr,
+            loss=loss,
+            running_train_error=running,
+            train_error=error_rate(model, *fixed, **kw),
+            test_error=error_rate(model, *test, **kw),
+            elapsed_s=round(time.perf_counter() - start, 2),
+        )
         rows.append(row)
         if on_point:
             on_point(row)
@@ -243,8 +297,9 @@ def train_curve(name: str, data: TensorData, recipe: Recipe, *, progress: bool =
         done = step + 1
         if done % recipe.eval_every == 0 or done == recipe.iterations:
             point(done, lr, loss_sum / seen, wrong / seen)
-            bar.set_postfix(train_err=f"{rows[-1]['train_error']:.3f}",
-                            test_err=f"{rows[-1]['test_error']:.3f}")
+            bar.set_postfix(
+                train_err=f"{rows[-1]['train_error']:.3f}", test_err=f"{rows[-1]['test_error']:.3f}"
+            )
             seen = wrong = 0
             loss_sum = 0.0
     bar.close()
@@ -263,9 +318,16 @@ class DegradationResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return dict(verdict=self.verdict, recipe=asdict(self.recipe), depths=self.depths,
-                    data=self.data, seconds=self.seconds, torch=torch.__version__,
-                    threads=torch.get_num_threads())
+        """What `verdict.json` holds: the verdict, the recipe, and where it ran."""
+        return dict(
+            verdict=self.verdict,
+            recipe=asdict(self.recipe),
+            depths=self.depths,
+            data=self.data,
+            seconds=self.seconds,
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+        )
 
 
 def final_errors(rows: list[dict]) -> dict[str, dict]:
@@ -286,16 +348,29 @@ def verdict(rows: list[dict], depths: Sequence[int], family: str = "resnet") -> 
     table = []
     for d in sorted(depths):
         r, p = last[f"{family}{d}"], last[models.plain_name(f"{family}{d}")]
-        table.append(dict(depth=d, plain_train=p["train_error"], plain_test=p["test_error"],
-                          residual_train=r["train_error"], residual_test=r["test_error"]))
+        table.append(
+            dict(
+                depth=d,
+                plain_train=p["train_error"],
+                plain_test=p["test_error"],
+                residual_train=r["train_error"],
+                residual_test=r["test_error"],
+            )
+        )
     degr = last[pl_hi]["train_error"] - last[pl_lo]["train_error"]
     fix = last[res_hi]["train_error"] - last[res_lo]["train_error"]
     return dict(
-        shallow=lo, deep=hi, iterations=last[res_lo]["iteration"], table=table,
-        plain_degrades=bool(degr > 0), plain_train_gap=degr,
-        residual_not_worse=bool(fix <= 0), residual_train_gap=fix,
+        shallow=lo,
+        deep=hi,
+        iterations=last[res_lo]["iteration"],
+        table=table,
+        plain_degrades=bool(degr > 0),
+        plain_train_gap=degr,
+        residual_not_worse=bool(fix <= 0),
+        residual_train_gap=fix,
         residual_beats_plain_at_depth=bool(
-            last[res_hi]["train_error"] < last[pl_hi]["train_error"]),
+            last[res_hi]["train_error"] < last[pl_hi]["train_error"]
+        ),
         training_error="eval-mode error on a fixed subset of the training set (no augmentation)",
     )
 
@@ -311,8 +386,10 @@ def verdict_markdown(v: dict) -> str:
         "|---:|---:|---:|---:|---:|",
     ]
     for t in v["table"]:
-        lines.append(f"| {t['depth']} | {pct(t['plain_train'])} | {pct(t['plain_test'])} | "
-                     f"{pct(t['residual_train'])} | {pct(t['residual_test'])} |")
+        lines.append(
+            f"| {t['depth']} | {pct(t['plain_train'])} | {pct(t['plain_test'])} | "
+            f"{pct(t['residual_train'])} | {pct(t['residual_test'])} |"
+        )
     yes = lambda b: "**yes**" if b else "**no**"  # noqa: E731
     lo, hi = v["shallow"], v["deep"]
     lines += [
@@ -326,38 +403,28 @@ def verdict_markdown(v: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+def write_curves_csv(path: Path, rows: list[dict]) -> Path:
+    """Writes every evaluation point (`CSV_FIELDS`, one row each) as CSV."""
+    return write_metrics_csv(path, rows, CSV_FIELDS, lineterminator="\n")
 
 
-def save_png(fig, path: Path) -> None:
-    """Writes a matplotlib figure atomically and closes it."""
-    import matplotlib.pyplot as plt
-
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-
-
-def plot_curves(rows: list[dict], key: str, title: str, path: Path) -> None:
+def plot_error_curves(rows: list[dict], key: str, title: str, path: Path) -> None:
     """Error vs iteration: residual solid, plain dashed, one colour per depth (Fig. 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     depths = sorted({r["depth"] for r in rows})
     colours = plt.cm.viridis([i / max(len(depths) - 1, 1) * 0.85 for i in range(len(depths))])
     for name in dict.fromkeys(r["model"] for r in rows):
         pts = [r for r in rows if r["model"] == name]
         d, skip = pts[0]["depth"], pts[0]["skip"]
-        ax.plot([p["iteration"] for p in pts], [100 * p[key] for p in pts],
-                ls="-" if skip else "--", lw=2 if skip else 1.5,
-                color=colours[depths.index(d)], label=f"{'resnet' if skip else 'plain'}-{d}")
+        ax.plot(
+            [p["iteration"] for p in pts],
+            [100 * p[key] for p in pts],
+            ls="-" if skip else "--",
+            lw=2 if skip else 1.5,
+            color=colours[depths.index(d)],
+            label=f"{'resnet' if skip else 'plain'}-{d}",
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("error (%)")
     ax.set_title(title)
@@ -366,7 +433,7 @@ def plot_curves(rows: list[dict], key: str, title: str, path: Path) -> None:
     tops = [100 * r[key] for r in rows if r["iteration"] > 0]
     if tops:
         ax.set_ylim(0, min(100, max(tops) * 1.1))
-    save_png(fig, path)
+    save_figure(fig, path)
 
 
 def run_degradation(
@@ -404,12 +471,12 @@ def run_degradation(
         t0 = time.perf_counter()
         rows += train_curve(name, data, recipe, progress=progress)
         seconds[name] = round(time.perf_counter() - t0, 1)
-        write_csv(out / "curves.csv", rows)
+        write_curves_csv(out / "curves.csv", rows)
     v = verdict(rows, depths, family)
     result = DegradationResult(rows, v, recipe, depths, data.name, seconds)
     label = f"{data.name}, {recipe.iterations} iterations, batch {recipe.batch_size}"
-    plot_curves(rows, "train_error", f"Training error ({label})", out / "training_error.png")
-    plot_curves(rows, "test_error", f"Test error ({label})", out / "test_error.png")
+    plot_error_curves(rows, "train_error", f"Training error ({label})", out / "training_error.png")
+    plot_error_curves(rows, "test_error", f"Test error ({label})", out / "test_error.png")
     atomic_write_text(out / "verdict.md", verdict_markdown(v))
-    atomic_write_text(out / "verdict.json", json.dumps(result.to_json(), indent=2) + "\n")
+    write_json(out / "verdict.json", result.to_json())
     return result

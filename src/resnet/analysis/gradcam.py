@@ -6,7 +6,6 @@ maps are the last ones with spatial layout, and by then every unit sees class-le
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import eval_transform, load_image
+from ..engine.report import save_figure
 from ..errors import ResNetError
+from ..models import Ensemble
 
 
 def default_layer(model: nn.Module) -> str:
@@ -46,12 +48,17 @@ class GradCAM:
         modules = dict(model.named_modules())
         if self.layer_name not in modules:
             near = [n for n in modules if n and "." not in n]
-            raise ResNetError(f"no layer {self.layer_name!r} in the model; top-level layers: "
-                              f"{', '.join(near)}")
+            raise ResNetError(
+                f"no layer {self.layer_name!r} in the model; top-level layers: {', '.join(near)}"
+            )
         self.layer = modules[self.layer_name]
 
-    def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
-                 size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        target: int | torch.Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps for batch `x` and class `target` (default: each image's predicted class).
 
         Returns:
@@ -83,20 +90,26 @@ class GradCAM:
             handle.remove()
         weights = grad.mean(dim=(2, 3), keepdim=True)  # global-average-pooled gradients
         cam = F.relu((weights * act).sum(1, keepdim=True)).detach()
-        cam = F.interpolate(cam, size=size or tuple(x.shape[-2:]), mode="bilinear",
-                            align_corners=False)[:, 0]
+        cam = F.interpolate(
+            cam, size=size or tuple(x.shape[-2:]), mode="bilinear", align_corners=False
+        )[:, 0]
         peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
         return cam / peak, logits.detach()
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None,
-            layer: str | None = None) -> torch.Tensor:
+def gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    layer: str | None = None,
+) -> torch.Tensor:
     """Grad-CAM maps [N, H, W] in [0, 1] for batch `x` (see `GradCAM`)."""
     return GradCAM(model, layer)(x, target)[0]
 
 
-def to_image_frame(cam: torch.Tensor, image_hw: tuple[int, int],
-                   preprocessing: dict[str, Any] | None = None) -> torch.Tensor:
+def to_image_frame(
+    cam: torch.Tensor, image_hw: tuple[int, int], preprocessing: dict[str, Any] | None = None
+) -> torch.Tensor:
     """Maps a model-input-sized map back onto the original image [H, W].
 
     With a resize + centre crop preprocessing the map covers only the cropped centre (zero
@@ -105,8 +118,9 @@ def to_image_frame(cam: torch.Tensor, image_hw: tuple[int, int],
     h, w = image_hw
     resize = (preprocessing or {}).get("resize")
     if not resize:
-        return F.interpolate(cam[None, None], size=(h, w), mode="bilinear",
-                             align_corners=False)[0, 0]
+        return F.interpolate(cam[None, None], size=(h, w), mode="bilinear", align_corners=False)[
+            0, 0
+        ]
     scale = resize / min(h, w) if isinstance(resize, int | float) else None
     if scale is None:  # [H, W] resize: stretch, then crop
         sy, sx = resize[0] / h, resize[1] / w
@@ -116,23 +130,26 @@ def to_image_frame(cam: torch.Tensor, image_hw: tuple[int, int],
     box_h, box_w = min(h, round(ch / sy)), min(w, round(cw / sx))
     top, left = (h - box_h) // 2, (w - box_w) // 2
     out = torch.zeros(h, w)
-    out[top:top + box_h, left:left + box_w] = F.interpolate(
-        cam[None, None], size=(box_h, box_w), mode="bilinear", align_corners=False)[0, 0]
+    out[top : top + box_h, left : left + box_w] = F.interpolate(
+        cam[None, None], size=(box_h, box_w), mode="bilinear", align_corners=False
+    )[0, 0]
     return out
 
 
-def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.45,
-            cmap: str = "jet") -> torch.Tensor:
+def overlay(
+    image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.45, cmap: str = "jet"
+) -> torch.Tensor:
     """An RGB uint8 [H, W, 3] picture: `image` (float [C, H, W] in [0, 1]) with `cam` (resized
     to the image's size) drawn over it in `cmap`."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: loaded when an overlay is drawn
 
     if image.ndim != 3:
         raise ResNetError(f"overlay needs one image [C, H, W], got {tuple(image.shape)}")
     h, w = image.shape[-2:]
     if tuple(cam.shape) != (h, w):
-        cam = F.interpolate(cam[None, None].float(), size=(h, w), mode="bilinear",
-                            align_corners=False)[0, 0]
+        cam = F.interpolate(
+            cam[None, None].float(), size=(h, w), mode="bilinear", align_corners=False
+        )[0, 0]
     base = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
     base = base.clamp(0, 1).permute(1, 2, 0)
     colours = torch.from_numpy(matplotlib.colormaps[cmap](cam.clamp(0, 1).numpy())[..., :3])
@@ -140,13 +157,18 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.45,
     return (mixed * 255).round().to(torch.uint8)
 
 
-def save_overlay(path: str | os.PathLike, image: torch.Tensor, cam: torch.Tensor,
-                 title: str | None = None, alpha: float = 0.45) -> Path:
+def save_overlay(
+    path: str | os.PathLike,
+    image: torch.Tensor,
+    cam: torch.Tensor,
+    title: str | None = None,
+    alpha: float = 0.45,
+) -> Path:
     """Writes the Grad-CAM overlay of `image` as a PNG (atomically), titled `title`."""
+    # matplotlib loads only when an overlay is drawn; a bare Figure keeps pyplot's global
+    # state out of it (the web app draws from several threads).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from ..storage import atomic_write_bytes
 
     picture = overlay(image, cam, alpha)
     h, w = picture.shape[:2]
@@ -157,13 +179,12 @@ def save_overlay(path: str | os.PathLike, image: torch.Tensor, cam: torch.Tensor
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, path, dpi=None)
 
 
-def save_cams(classifier: Any, results: list[dict], out_dir: str | os.PathLike,
-              layer: str | None = None) -> list[Path]:
+def save_cams(
+    classifier: Any, results: list[dict], out_dir: str | os.PathLike, layer: str | None = None
+) -> list[Path]:
     """Grad-CAM overlays for `predict_paths` results, one PNG per image in `out_dir`.
 
     The map is taken for each image's top-1 class and laid over the original image. Each
@@ -175,17 +196,17 @@ def save_cams(classifier: Any, results: list[dict], out_dir: str | os.PathLike,
         out_dir: folder for the PNGs (`<n>_<image stem>.cam.png`).
         layer: target layer; default the last stage.
     """
-    from ..data import eval_transform, load_image
-
     model = getattr(classifier, "model", None)
     if not isinstance(model, nn.Module):
-        raise ResNetError("Grad-CAM needs gradients: use a checkpoint (not an exported "
-                          "ONNX / TorchScript / ExportedProgram file)")
-    from ..models.ensemble import Ensemble
-
+        raise ResNetError(
+            "Grad-CAM needs gradients: use a checkpoint (not an exported "
+            "ONNX / TorchScript / ExportedProgram file)"
+        )
     if isinstance(model, Ensemble):
-        raise ResNetError("Grad-CAM explains one net: give one member of the ensemble "
-                          "(e.g. RUN/member0) for --cam")
+        raise ResNetError(
+            "Grad-CAM explains one net: give one member of the ensemble "
+            "(e.g. RUN/member0) for --cam"
+        )
     cam_of = GradCAM(model, layer)
     pre = classifier.preprocessing
     tf = eval_transform(pre)

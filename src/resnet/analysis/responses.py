@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..engine.report import pyplot, save_figure, write_metrics_csv
 from ..storage import atomic_write_text
-from .degradation import Recipe, TensorData, save_png
-from .gradients import _build, train_steps, twin_names
+from .degradation import Recipe, TensorData, error_rate
+from .gradients import build_net, train_steps, twin_names
+
+RESPONSE_COLUMNS = ("model", "skip", "block_index", "block", "response_std")
 
 
 def branch_ends(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -41,6 +44,7 @@ def response_stds(model: nn.Module, x: torch.Tensor, batch_size: int = 250) -> l
             part = [torch.tensor(o.shape[1], dtype=torch.float64), o.sum(1), o.square().sum(1)]
             old = stats[i]
             stats[i] = [a + b for a, b in zip(old, part, strict=True)] if old else part
+
         return fn
 
     handles = [m.register_forward_hook(hook(i)) for i, (_, m) in enumerate(ends)]
@@ -48,7 +52,7 @@ def response_stds(model: nn.Module, x: torch.Tensor, batch_size: int = 250) -> l
     model.eval()
     try:
         for j in range(0, len(x), batch_size):
-            model(x[j:j + batch_size])
+            model(x[j : j + batch_size])
     finally:
         for h in handles:
             h.remove()
@@ -91,29 +95,38 @@ def response_study(
     if recipe.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     nets = []
-    from .degradation import error_rate
-
     for net in twin_names(name, plain):
         t0 = time.perf_counter()
-        model = _build(net, data, recipe, checkpointing=False)
-        losses = train_steps(model, data, recipe, steps, anneal=True, progress=progress,
-                             desc=net)
+        model = build_net(net, data, recipe, checkpointing=False)
+        losses = train_steps(model, data, recipe, steps, anneal=True, progress=progress, desc=net)
         stds = response_stds(model, x)
-        err = error_rate(model, x, data.test_y[:probe_size], bf16=recipe.bf16,
-                         channels_last=recipe.channels_last)
-        nets.append(dict(name=net, skip=model.spec.skip, blocks=[n for n, _ in branch_ends(model)],
-                         std=stds, losses=losses, test_error=err,
-                         seconds=round(time.perf_counter() - t0, 1)))
+        err = error_rate(
+            model, x, data.test_y[:probe_size], bf16=recipe.bf16, channels_last=recipe.channels_last
+        )
+        nets.append(
+            dict(
+                name=net,
+                skip=model.spec.skip,
+                blocks=[n for n, _ in branch_ends(model)],
+                std=stds,
+                losses=losses,
+                test_error=err,
+                seconds=round(time.perf_counter() - t0, 1),
+            )
+        )
     return dict(nets=nets, steps=steps, probe_size=len(x))
 
 
 def format_responses(result: dict) -> str:
+    """The summary table: per net, the blocks' mean, median and largest response std."""
     head = f"{'model':<20} {'blocks':>6} {'mean std':>9} {'median':>8} {'max':>8} {'test err':>9}"
     lines = [head, "-" * len(head)]
     for net in result["nets"]:
         s = sorted(net["std"])
-        lines.append(f"{net['name']:<20} {len(s):>6} {sum(s) / len(s):>9.3f} "
-                     f"{s[len(s) // 2]:>8.3f} {s[-1]:>8.3f} {100 * net['test_error']:>8.2f}%")
+        lines.append(
+            f"{net['name']:<20} {len(s):>6} {sum(s) / len(s):>9.3f} "
+            f"{s[len(s) // 2]:>8.3f} {s[-1]:>8.3f} {100 * net['test_error']:>8.2f}%"
+        )
     return "\n".join(lines)
 
 
@@ -121,11 +134,18 @@ def write_responses(result: dict, out: str | Path, stem: str) -> list[Path]:
     """Writes `<stem>.csv` (every block's std), `<stem>.png` and `<stem>.md` (the summary)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["model,skip,block_index,block,response_std"]
-    for net in result["nets"]:
-        for i, (block, s) in enumerate(zip(net["blocks"], net["std"], strict=True)):
-            lines.append(f"{net['name']},{net['skip']},{i + 1},{block},{s:.6g}")
-    csv_path = atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n")
+    rows = [
+        dict(
+            model=net["name"],
+            skip=net["skip"],
+            block_index=i + 1,
+            block=block,
+            response_std=f"{s:.6g}",
+        )
+        for net in result["nets"]
+        for i, (block, s) in enumerate(zip(net["blocks"], net["std"], strict=True))
+    ]
+    csv_path = write_metrics_csv(out / f"{stem}.csv", rows, RESPONSE_COLUMNS, lineterminator="\n")
     md_path = atomic_write_text(out / f"{stem}.md", "```\n" + format_responses(result) + "\n```\n")
     png_path = out / f"{stem}.png"
     plot_responses(result, png_path)
@@ -134,15 +154,16 @@ def write_responses(result: dict, out: str | Path, stem: str) -> list[Path]:
 
 def plot_responses(result: dict, path: Path) -> None:
     """Fig. 7: std per block in network order (left) and sorted by magnitude (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for net in result["nets"]:
-        style = dict(ls="-" if net["skip"] else "--", marker="o", ms=2, lw=1.2,
-                     label=f"{net['name']} ({'residual' if net['skip'] else 'plain'})")
+        style = dict(
+            ls="-" if net["skip"] else "--",
+            marker="o",
+            ms=2,
+            lw=1.2,
+            label=f"{net['name']} ({'residual' if net['skip'] else 'plain'})",
+        )
         idx = range(1, len(net["std"]) + 1)
         a.plot(idx, net["std"], **style)
         b.plot(idx, sorted(net["std"], reverse=True), **style)
@@ -155,4 +176,4 @@ def plot_responses(result: dict, path: Path) -> None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    save_png(fig, path)
+    save_figure(fig, path)

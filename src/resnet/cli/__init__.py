@@ -8,12 +8,14 @@ import os
 import sys
 
 from ..errors import ResNetError
+from ..storage import package_versions
 
 # One module per command under resnet.cli; each defines add_parser(subparsers) and run(args).
 COMMANDS = ("models", "train", "val", "predict", "export", "benchmark", "experiment", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `resnet` parser with one sub-command per module in COMMANDS."""
     parser = argparse.ArgumentParser(
         prog="resnet", description="Residual networks: build, train, explain and deploy."
     )
@@ -25,12 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ..storage import package_versions
-
+    """`resnet X.Y.Z`, for --version."""
     return f"resnet {package_versions()['resnet']}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one `resnet` command; returns its exit code.
+
+    Errors a user can fix (ResNetError, bad values, missing files) print one line on stderr
+    and return 2 (RESNET_DEBUG=1 shows the traceback); Ctrl-C returns 130.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

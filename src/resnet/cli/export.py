@@ -9,8 +9,10 @@ from ..export import FORMATS, export_checkpoint
 
 
 def add_parser(sub) -> None:
+    """Adds `resnet export` to the sub-command parsers `sub`."""
     p = sub.add_parser(
-        "export", help="export a checkpoint (ONNX, TorchScript, ExportedProgram), parity-checked",
+        "export",
+        help="export a checkpoint (ONNX, TorchScript, ExportedProgram), parity-checked",
         description="Writes the model with its class names and preprocessing in the file's "
         "metadata, after checking on real images that the exported model's logits match the "
         "eager model's (max |diff|, top-1 agreement). A parity failure writes nothing and exits 2.",
@@ -18,39 +20,78 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="a resnet checkpoint (.pt), run folder or ensemble folder")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
-    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
-                   help="symbolic batch dimension (default: on; --no-dynamic-batch fixes it to 1)")
+    p.add_argument(
+        "--dynamic-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="symbolic batch dimension (default: on; --no-dynamic-batch fixes it to 1)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's; dynamo >= 18)")
-    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
-                   help="ONNX exporter (default dynamo; legacy is torch's deprecated one)")
-    p.add_argument("--images", nargs="+", metavar="IMAGE",
-                   help="images for the parity check (default: crops of bundled sample photos)")
+    p.add_argument(
+        "--exporter",
+        choices=("dynamo", "legacy"),
+        default="dynamo",
+        help="ONNX exporter (default dynamo; legacy is torch's deprecated one)",
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMAGE",
+        help="images for the parity check (default: crops of bundled sample photos)",
+    )
     p.add_argument("--num-images", type=int, default=16, help="images in the parity check")
-    p.add_argument("--int8", action="store_true",
-                   help="ONNX only: static int8 quantization calibrated on training images; "
-                        "parity = top-1 agreement >= 95 %% on held-out images")
-    p.add_argument("--calibration", metavar="fashion-mnist|FOLDER",
-                   help="training images for --int8 (default: the checkpoint's data source)")
-    p.add_argument("--calibration-images", type=int, default=256,
-                   help="images to calibrate on (default 256)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX only: static int8 quantization calibrated on training images; "
+        "parity = top-1 agreement >= 95 %% on held-out images",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="fashion-mnist|FOLDER",
+        help="training images for --int8 (default: the checkpoint's data source)",
+    )
+    p.add_argument(
+        "--calibration-images", type=int, default=256, help="images to calibrate on (default 256)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    """Exports the checkpoint, parity-checked, and prints what was written."""
     result = export_checkpoint(
-        args.checkpoint, args.format, args.out, dynamic_batch=args.dynamic_batch,
-        opset=args.opset, images=args.images, num_images=args.num_images, exporter=args.exporter,
-        int8=args.int8, calibration=args.calibration, calibration_images=args.calibration_images,
+        args.checkpoint,
+        args.format,
+        args.out,
+        dynamic_batch=args.dynamic_batch,
+        opset=args.opset,
+        images=args.images,
+        num_images=args.num_images,
+        exporter=args.exporter,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
     )
     if args.json:
-        print(json.dumps({"path": str(result.path), "format": result.format,
-                          "size_bytes": result.size_bytes, "parity": result.parity.to_dict(),
-                          "classes": result.metadata["classes"],
-                          "preprocessing": result.metadata["preprocessing"]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "path": str(result.path),
+                    "format": result.format,
+                    "size_bytes": result.size_bytes,
+                    "parity": result.parity.to_dict(),
+                    "classes": result.metadata["classes"],
+                    "preprocessing": result.metadata["preprocessing"],
+                },
+                indent=2,
+            )
+        )
     else:
         print(result.parity.line())
         batch = "dynamic" if result.metadata["dynamic_batch"] else "fixed at 1"
-        print(f"wrote {result.path} ({result.format}, {result.size_bytes / 1e6:.1f} MB, batch "
-              f"{batch}, {len(result.metadata['classes'])} classes + preprocessing in metadata)")
+        print(
+            f"wrote {result.path} ({result.format}, {result.size_bytes / 1e6:.1f} MB, batch "
+            f"{batch}, {len(result.metadata['classes'])} classes + preprocessing in metadata)"
+        )
     return 0

@@ -9,6 +9,7 @@ from ..models import list_models, model_info
 
 
 def add_parser(sub) -> None:
+    """Adds `resnet models` to the sub-command parsers `sub`."""
     p = sub.add_parser(
         "models", help="list the registered models (name, depth, params, MACs, paper)"
     )
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Prints the registered models matching the pattern, as a table or JSON."""
     names = list_models(args.pattern)
     if not names:
         raise ResNetError(f"no model matches {args.pattern!r}")
@@ -30,6 +32,7 @@ def run(args) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
+    """A plain-text table of `model_info` rows."""
     head = (
         f"{'name':<24} {'family':<9} {'depth':>5} {'skips':>5} {'params':>13} {'MACs':>9} "
         f"{'input':>5}  paper"

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..analysis.gradcam import save_cams
+from ..device import resolve_device
+from ..engine.inference import TorchClassifier, expand_inputs, predict_paths
 from ..errors import ResNetError
+from ..export import detect_format
+from ..export import load_classifier as load_any
+from ..models import model_from_weights
+from ..storage import write_json
+from ..tasks import checkpoint_task, predict_task
 
 
 def add_parser(sub) -> None:
+    """Adds `resnet predict` to the sub-command parsers `sub`."""
     p = sub.add_parser("predict", help="classify images with a checkpoint or shipped weights")
     p.add_argument(
         "inputs",
@@ -21,8 +30,11 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", help="also write predictions.json into this folder")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto",
-                   help="auto (the GPU where there is one, as train and val), cpu, cuda…")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU where there is one, as train and val), cpu, cuda…",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument(
         "--backend",
@@ -39,11 +51,12 @@ def add_parser(sub) -> None:
 
 
 def load_classifier(args):
-    from ..engine.inference import TorchClassifier
+    """`(classifier, image inputs)` from the parsed arguments.
 
+    Shipped weights (`--weights`), an exported file or `--backend onnxruntime` (through
+    `resnet.export.load_classifier`), or a checkpoint run in PyTorch on `args.device`.
+    """
     if args.weights:
-        from ..models.weights import model_from_weights
-
         model = model_from_weights(args.weights)
         cfg = model.pretrained_cfg
         if not cfg.get("classes") or not cfg.get("preprocessing"):
@@ -53,34 +66,24 @@ def load_classifier(args):
         ), args.inputs
     if len(args.inputs) < 2:
         raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
-    from ..export import detect_format
-    from ..export import load_classifier as load_any
-
     if args.backend == "onnxruntime" or detect_format(args.inputs[0]) != "checkpoint":
         return load_any(args.inputs[0], backend=args.backend), args.inputs[1:]
     return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
 
 
 def _task_of(path: str) -> str:
-    from ..export import detect_format
-
+    """The task a model file was trained for ("classify" for every exported file)."""
     if detect_format(path) != "checkpoint":
         return "classify"
-    from ..tasks import checkpoint_task
-
     return checkpoint_task(path)
 
 
 def run(args) -> int:
-    from ..device import resolve_device
-    from ..engine.inference import expand_inputs, predict_paths
-
+    """Predicts every image given (detection / segmentation draws them); returns the exit code."""
     args.device = str(resolve_device(args.device))
     if args.cam and not args.out:
         raise ResNetError("--cam writes PNGs next to predictions.json: give --out DIR")
     if not args.weights and len(args.inputs) > 1 and _task_of(args.inputs[0]) != "classify":
-        from ..tasks import predict_task
-
         out = Path(args.out or "predictions")
         results = predict_task(args.inputs[0], args.inputs[1:], out)
         print(
@@ -93,12 +96,8 @@ def run(args) -> int:
         classifier, paths, top_k=args.top_k, batch_size=args.batch_size, skip_bad=args.skip_bad
     )
     if args.cam:
-        from ..analysis.gradcam import save_cams
-
         save_cams(classifier, results, Path(args.out), layer=args.cam_layer)
     if args.out:
-        from ..storage import write_json
-
         write_json(Path(args.out) / "predictions.json", results)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
+import yaml
+
+from .. import tasks
+from ..data.transforms import PRESETS
+from ..engine import TrainConfig, train
+from ..engine.launch import launch_local
+from ..engine.recipes import list_recipes, load_recipe
 from ..errors import ResNetError
 
 # flag -> (section, key). Only flags given on the command line override the config.
@@ -63,8 +71,6 @@ RESUME_FLAGS = ("epochs", "time_limit", "time_budget")  # what --resume may chan
 
 def duration(text: str) -> float:
     """Seconds from "3600", "90s", "45m", "1h" or "1h30m" (an argparse type)."""
-    import re
-
     num = r"(\d+(?:\.\d+)?)"
     clean = text.replace(" ", "").lower()
     m = re.fullmatch(rf"(?:{num}h)?(?:{num}m)?(?:{num}s)?|{num}", clean)
@@ -75,6 +81,7 @@ def duration(text: str) -> float:
 
 
 def add_parser(sub) -> None:
+    """Adds `resnet train` and its flags, in groups: what, data, optimisation, fine-tuning, run."""
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model (default: resnet20 on Fashion-MNIST)",
@@ -82,8 +89,18 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None,
     )
-    S = argparse.SUPPRESS
-    g = p.add_argument_group("what")
+    _what_flags(p.add_argument_group("what"))
+    _data_flags(p.add_argument_group("data"))
+    _optim_flags(p.add_argument_group("optimisation"))
+    _finetune_flags(p.add_argument_group("fine-tuning"))
+    _run_flags(p.add_argument_group("run"))
+    p.set_defaults(run=run)
+
+
+S = argparse.SUPPRESS  # a flag not given leaves the config's value
+
+
+def _what_flags(g) -> None:
     g.add_argument("--config", help="YAML config (sections model/data/optim/finetune/run)")
     g.add_argument(
         "--recipe", help="a named recipe shipped with resnet (see `resnet train --recipes`)"
@@ -97,10 +114,18 @@ def add_parser(sub) -> None:
         default=None,
         help="model option, e.g. --opt drop_path_rate=0.1 --opt norm=group",
     )
-    g.add_argument("--whiten-stem", action="store_true", default=S,
-                   help="start the first conv from the training patches' whitening (airbench)")
-    g.add_argument("--freeze-whitened", action="store_true", default=S,
-                   help="with --whiten-stem: keep the whitened first conv fixed (airbench)")
+    g.add_argument(
+        "--whiten-stem",
+        action="store_true",
+        default=S,
+        help="start the first conv from the training patches' whitening (airbench)",
+    )
+    g.add_argument(
+        "--freeze-whitened",
+        action="store_true",
+        default=S,
+        help="with --whiten-stem: keep the whitened first conv fixed (airbench)",
+    )
     g.add_argument("--data", help="fashion-mnist, an image folder, or a CSV of path,label")
     g.add_argument(
         "--task",
@@ -108,12 +133,12 @@ def add_parser(sub) -> None:
         choices=["classify", "detect", "segment"],
         help="what to train",
     )
-    d = p.add_argument_group("data")
+
+
+def _data_flags(d) -> None:
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
-    d.add_argument(  # literal: importing data.transforms here would load torchvision for --help
-        "--augment", choices=["none", "flip", "flip_erase", "light", "paper", "erase", "strong"]
-    )
+    d.add_argument("--augment", choices=PRESETS)
     d.add_argument(
         "--no-flip",
         dest="flip",
@@ -134,12 +159,21 @@ def add_parser(sub) -> None:
     d.add_argument(
         "--bad-images", choices=["skip", "error"], help="unreadable images: skip or stop"
     )
-    d.add_argument("--early-size", type=int, metavar="PX",
-                   help="progressive resizing: train the first --early-epochs at PX pixels")
+    d.add_argument(
+        "--early-size",
+        type=int,
+        metavar="PX",
+        help="progressive resizing: train the first --early-epochs at PX pixels",
+    )
     d.add_argument("--early-epochs", type=int, metavar="K", help="see --early-size")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=["sgd", "adamw", "muon"],
-                   help="muon: Muon for the conv filters, SGD (--lr) for the rest")
+
+
+def _optim_flags(o) -> None:
+    o.add_argument(
+        "--optimizer",
+        choices=["sgd", "adamw", "muon"],
+        help="muon: Muon for the conv filters, SGD (--lr) for the rest",
+    )
     o.add_argument("--muon-lr", type=float, help="--optimizer muon: the filters' peak rate")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--momentum", type=float)
@@ -150,16 +184,28 @@ def add_parser(sub) -> None:
     o.add_argument("--label-smoothing", type=float)
     o.add_argument("--clip-grad", type=float, help="clip the gradient norm")
     o.add_argument("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights")
-    o.add_argument("--lookahead", type=int, metavar="K",
-                   help="lookahead: every K steps pull the weights back towards slow weights")
-    o.add_argument("--lookahead-alpha", type=float, metavar="A",
-                   help="lookahead: how far the slow weights move each time (default 0.5)")
-    f = p.add_argument_group("fine-tuning")
+    o.add_argument(
+        "--lookahead",
+        type=int,
+        metavar="K",
+        help="lookahead: every K steps pull the weights back towards slow weights",
+    )
+    o.add_argument(
+        "--lookahead-alpha",
+        type=float,
+        metavar="A",
+        help="lookahead: how far the slow weights move each time (default 0.5)",
+    )
+
+
+def _finetune_flags(f) -> None:
     f.add_argument("--weights", help="torchvision:IMAGENET1K_V2, timm:resnet50.a1_in1k, a file...")
     f.add_argument("--freeze", help="none | backbone | stages:K")
     f.add_argument("--backbone-lr-mult", type=float)
     f.add_argument("--bn-eval", action="store_true", default=S, help="freeze BatchNorm statistics")
-    r = p.add_argument_group("run")
+
+
+def _run_flags(r) -> None:
     r.add_argument("--epochs", type=int)
     r.add_argument("--seed", type=int)
     r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
@@ -167,31 +213,44 @@ def add_parser(sub) -> None:
     r.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=S)
     r.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     r.add_argument("--tta", action="store_true", default=S, help="flip test-time augmentation")
-    r.add_argument("--tta-shift", type=int, metavar="PX",
-                   help="also evaluate views moved PX pixels each way (airbench's TTA: 1)")
+    r.add_argument(
+        "--tta-shift",
+        type=int,
+        metavar="PX",
+        help="also evaluate views moved PX pixels each way (airbench's TTA: 1)",
+    )
     r.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm (distributed)")
-    r.add_argument("--time-limit", type=duration, metavar="TIME",
-                   help="stop after the epoch that passes TIME of training (3600, 90s, 45m, 1h; "
-                        "the whole run's, resumed parts included; with --resume: a new limit)")
-    r.add_argument("--time-budget", type=duration, metavar="TIME",
-                   help="train as many epochs as fit in TIME of training (at most --epochs), "
-                        "re-planned after each epoch, so the learning-rate schedule ends when "
-                        "the budget is spent (with --resume: a new budget)")
+    r.add_argument(
+        "--time-limit",
+        type=duration,
+        metavar="TIME",
+        help="stop after the epoch that passes TIME of training (3600, 90s, 45m, 1h; "
+        "the whole run's, resumed parts included; with --resume: a new limit)",
+    )
+    r.add_argument(
+        "--time-budget",
+        type=duration,
+        metavar="TIME",
+        help="train as many epochs as fit in TIME of training (at most --epochs), "
+        "re-planned after each epoch, so the learning-rate schedule ends when "
+        "the budget is spent (with --resume: a new budget)",
+    )
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
-    r.add_argument("--ensemble", type=int, metavar="K",
-                   help="train K nets (seeds seed..seed+K-1) into RUN/member0.. and evaluate and "
-                        "predict with the mean of their probabilities (--time-limit and "
-                        "--time-budget then apply to each member)")
+    r.add_argument(
+        "--ensemble",
+        type=int,
+        metavar="K",
+        help="train K nets (seeds seed..seed+K-1) into RUN/member0.. and evaluate and "
+        "predict with the mean of their probabilities (--time-limit and "
+        "--time-budget then apply to each member)",
+    )
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder from last.pt")
     r.add_argument("--nproc", type=int, help="start N processes on this machine (torchrun)")
     r.add_argument("--quiet", action="store_true", default=S, help="no progress bars")
-    p.set_defaults(run=run)
 
 
 def _parse_value(text: str):
     """`--opt` values: numbers (1e-3 included), booleans, strings."""
-    import yaml
-
     for kind in (int, float):
         try:
             return kind(text)
@@ -200,10 +259,8 @@ def _parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def config_from_args(args):
-    from ..engine.config import TrainConfig
-    from ..engine.recipes import load_recipe
-
+def config_from_args(args) -> TrainConfig:
+    """The TrainConfig the flags describe: a recipe, then a YAML file, then the flags given."""
     cfg = load_recipe(args.recipe) if args.recipe else TrainConfig()
     if args.config:  # the file's own keys override the recipe; unset keys keep the recipe's
         cfg = cfg.updated(TrainConfig.read_yaml(args.config))
@@ -231,46 +288,47 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    """`resnet train`: lists recipes, launches processes, trains a task or a classifier."""
     if getattr(args, "recipes", False):
-        from ..engine.recipes import list_recipes
-
         for name, text in list_recipes().items():
             print(f"{name:12s} {text}")
         return 0
     if args.nproc and args.nproc > 1:
-        from ..engine.launch import launch_local
-
         if not args.resume and config_from_args(args).run.ensemble > 1:
-            raise ResNetError("an ensemble trains in one process (members one after another); "
-                              "drop --nproc, or train each member with its own --seed and --out")
+            raise ResNetError(
+                "an ensemble trains in one process (members one after another); "
+                "drop --nproc, or train each member with its own --seed and --out"
+            )
 
         return launch_local(args.nproc)
     if args.task != "classify":
-        from .. import tasks
-
         cfg = config_from_args(args)
         summary = tasks.train_task(args.task, cfg.to_dict())
         shown = {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
         print("summary: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
         return 0
-    from ..engine.trainer import train
 
     progress = not getattr(args, "quiet", False)
     if args.resume:
         if not Path(args.resume).exists():
             raise ResNetError(f"nothing to resume at {args.resume}")
         given = [
-            f
-            for f in FLAG_MAP
-            if f not in RESUME_FLAGS and getattr(args, f, None) is not None
+            f for f in FLAG_MAP if f not in RESUME_FLAGS and getattr(args, f, None) is not None
         ]
         given += [f for f in ("config", "recipe", "opt") if getattr(args, f, None)]
         if given:
-            raise ResNetError(f"--resume continues the run as it was configured; it takes only "
-                              f"--epochs, --time-limit and --time-budget "
-                              f"(got --{given[0].replace('_', '-')})")
-        train(resume=args.resume, epochs=args.epochs, time_limit=args.time_limit,
-              time_budget=args.time_budget, progress=progress)
+            raise ResNetError(
+                f"--resume continues the run as it was configured; it takes only "
+                f"--epochs, --time-limit and --time-budget "
+                f"(got --{given[0].replace('_', '-')})"
+            )
+        train(
+            resume=args.resume,
+            epochs=args.epochs,
+            time_limit=args.time_limit,
+            time_budget=args.time_budget,
+            progress=progress,
+        )
         return 0
     train(config_from_args(args), progress=progress)
     return 0

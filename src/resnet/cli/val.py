@@ -6,10 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from ..engine.validate import validate
 from ..errors import ResNetError
+from ..tasks import checkpoint_task, evaluate_task
 
 
 def add_parser(sub) -> None:
+    """Adds `resnet val` to the sub-command parsers `sub`."""
     p = sub.add_parser("val", help="evaluate a checkpoint on a data split")
     p.add_argument(
         "checkpoint",
@@ -27,14 +30,27 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with the mirrored image (default: as the run evaluated)")
-    p.add_argument("--tta-shift", type=int, default=None, metavar="PX",
-                   help="also average views moved PX pixels each way (default: as the run did)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored image (default: as the run evaluated)",
+    )
+    p.add_argument(
+        "--tta-shift",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="also average views moved PX pixels each way (default: as the run did)",
+    )
     p.add_argument("--device", default="auto", help="auto (the GPU where there is one), cpu, cuda…")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
-                   help="fp32 (default) or autocast in bf16/fp16; auto: the run's own precision "
-                   "(repeats the figure training reported)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="fp32 (default) or autocast in bf16/fp16; auto: the run's own precision "
+        "(repeats the figure training reported)",
+    )
     p.add_argument(
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
@@ -44,32 +60,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..tasks import checkpoint_task
-
+    """Evaluates the checkpoint(s) and prints the metrics; returns the exit code."""
     checkpoints = args.checkpoint
     tasks = [checkpoint_task(c) for c in checkpoints]
     if len(checkpoints) > 1:
         for c, task in zip(checkpoints, tasks, strict=True):
             if task != "classify":
-                raise ResNetError(f"{c} is a {task} checkpoint; only classifiers can be "
-                                  "evaluated as an ensemble")
+                raise ResNetError(
+                    f"{c} is a {task} checkpoint; only classifiers can be evaluated as an ensemble"
+                )
     if tasks[0] != "classify":
-        from ..tasks import evaluate_task
-
-        if args.precision != "fp32" or args.device != "auto":
-            raise ResNetError(f"--precision and --device apply to classifiers; {checkpoints[0]} "
-                              f"is a {tasks[0]} checkpoint")
-        metrics = evaluate_task(checkpoints[0], args.data, batch_size=min(args.batch_size, 32),
-                                out_dir=Path(args.out) if args.out else None)
-        if args.json:
-            print(json.dumps(metrics, indent=2))
-        else:
-            shown = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in shown.items()))
-        return 0
-    from ..engine.validate import validate
-
+        return _run_task(args, checkpoints[0], tasks[0])
     metrics = validate(
         checkpoints if len(checkpoints) > 1 else checkpoints[0],
         data=args.data,
@@ -85,6 +86,36 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
+    _print_classifier_metrics(metrics)
+    return 0
+
+
+def _run_task(args, checkpoint: str, task: str) -> int:
+    """Evaluates a detection or segmentation checkpoint and prints its metrics."""
+    if args.precision != "fp32" or args.device != "auto":
+        raise ResNetError(
+            f"--precision and --device apply to classifiers; {checkpoint} is a {task} checkpoint"
+        )
+    metrics = evaluate_task(
+        checkpoint,
+        args.data,
+        batch_size=min(args.batch_size, 32),
+        out_dir=Path(args.out) if args.out else None,
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        shown = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+        print(
+            ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+            )
+        )
+    return 0
+
+
+def _print_classifier_metrics(metrics: dict) -> None:
+    """The headline figures, then precision, recall and F1 per class."""
     print(
         f"{metrics['split']} split of {metrics['data']}: {metrics['samples']} images, "
         f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, "
@@ -97,4 +128,3 @@ def run(args) -> int:
     ):
         print(f"{c:<{width}}  {p:9.4f}  {r:6.4f} {f:6.4f}")
     print(f"wrote {metrics['out']}/metrics.json and confusion_matrix.png")
-    return 0

@@ -17,41 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ResNetError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _read_rgb(path: Path) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError) as e:
-        raise ResNetError(f"cannot read image {path}: {e}") from None
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    from ..storage import atomic_write_bytes
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
-
-
-def _paint_semantic(masks: torch.Tensor, labels: torch.Tensor,
-                    shape: tuple[int, int]) -> torch.Tensor:
-    """Class per pixel; larger instances are painted first so smaller ones stay on top."""
-    semantic = torch.zeros(shape, dtype=torch.int64)
-    order = torch.argsort(masks.flatten(1).sum(1), descending=True) if len(masks) else []
-    for k in order:
-        semantic[masks[k].bool()] = labels[k]
-    return semantic
+from ..storage import atomic_write_text
+from .images import IMAGE_EXTENSIONS, read_rgb, write_png
+from .masks import masks_to_boxes, paint_semantic
 
 
 def coco_dict(dataset, *, image_files: list[str] | None = None) -> dict[str, Any]:
@@ -61,7 +32,7 @@ def coco_dict(dataset, *, image_files: list[str] | None = None) -> dict[str, Any
         dataset: yields `(image [3, H, W], target)` and has `classes`.
         image_files: file names to record; default `{index:06d}.png`.
     """
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # optional C extension, only for COCO output
 
     images, annotations = [], []
     for i in range(len(dataset)):
@@ -70,11 +41,18 @@ def coco_dict(dataset, *, image_files: list[str] | None = None) -> dict[str, Any
         name = image_files[i] if image_files else f"{i:06d}.png"
         images.append(dict(id=i + 1, file_name=name, height=int(h), width=int(w)))
         masks = target.get("masks")
-        for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist(),
-                                             strict=True)):
+        for k, (box, label) in enumerate(
+            zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True)
+        ):
             x1, y1, x2, y2 = box
-            ann = dict(id=len(annotations) + 1, image_id=i + 1, category_id=int(label),
-                       bbox=[x1, y1, x2 - x1, y2 - y1], iscrowd=0, area=(x2 - x1) * (y2 - y1))
+            ann = dict(
+                id=len(annotations) + 1,
+                image_id=i + 1,
+                category_id=int(label),
+                bbox=[x1, y1, x2 - x1, y2 - y1],
+                iscrowd=0,
+                area=(x2 - x1) * (y2 - y1),
+            )
             if masks is not None and len(masks):
                 rle = mask_utils.encode(np.asfortranarray(masks[k].numpy().astype(np.uint8)))
                 ann["area"] = float(mask_utils.area(rle))
@@ -91,19 +69,19 @@ def write_coco(dataset, out_dir: str | os.PathLike) -> Path:
         The path of the JSON file; `CocoDataset(path)` reads it back.
     """
     out = Path(out_dir)
-    from ..storage import atomic_write_text
-
     data = coco_dict(dataset)
     for i, entry in enumerate(data["images"]):
-        _write_png(out / "images" / entry["file_name"], dataset[i][0].permute(1, 2, 0).numpy())
-    data["info"] = dict(description=f"written by resnet from {type(dataset).__name__}",
-                        params=getattr(dataset, "params", {}))
+        write_png(out / "images" / entry["file_name"], dataset[i][0].permute(1, 2, 0).numpy())
+    data["info"] = dict(
+        description=f"written by resnet from {type(dataset).__name__}",
+        params=getattr(dataset, "params", {}),
+    )
     return atomic_write_text(out / "annotations.json", json.dumps(data))
 
 
 def load_coco_api(data: dict[str, Any] | str | os.PathLike):
     """A `pycocotools.coco.COCO` over a dict or a JSON file, without its chatter on stdout."""
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # optional C extension, only for COCO data
 
     with contextlib.redirect_stdout(io.StringIO()):
         if isinstance(data, dict):
@@ -155,7 +133,7 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         info = self.api.imgs[self.ids[index]]
-        image = _read_rgb(self.root / info["file_name"])
+        image = read_rgb(self.root / info["file_name"])
         h, w = image.shape[-2:]
         anns = [a for a in self.api.imgToAnns.get(info["id"], []) if not a.get("iscrowd", 0)]
         boxes, labels, masks = [], [], []
@@ -171,14 +149,18 @@ class CocoDataset(torch.utils.data.Dataset):
                     m = self.api.annToMask(dict(a, image_id=info["id"]))
             else:
                 m = np.zeros((h, w), dtype=np.uint8)
-                m[int(y):int(np.ceil(y + bh)), int(x):int(np.ceil(x + bw))] = 1
+                m[int(y) : int(np.ceil(y + bh)), int(x) : int(np.ceil(x + bw))] = 1
             masks.append(torch.from_numpy(m))
         boxes_t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         labels_t = torch.tensor(labels, dtype=torch.int64)
         masks_t = torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.uint8)
-        return image, dict(boxes=boxes_t, labels=labels_t, masks=masks_t,
-                           semantic=_paint_semantic(masks_t, labels_t, (h, w)),
-                           image_id=torch.tensor(index))
+        return image, dict(
+            boxes=boxes_t,
+            labels=labels_t,
+            masks=masks_t,
+            semantic=paint_semantic(masks_t, labels_t, (h, w)),
+            image_id=torch.tensor(index),
+        )
 
 
 class MaskFolderDataset(torch.utils.data.Dataset):
@@ -199,7 +181,7 @@ class MaskFolderDataset(torch.utils.data.Dataset):
             raise ResNetError(f"{self.root} needs images/ and masks/ folders")
         self.items = []
         for p in sorted(img_dir.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
                 m = mask_dir / f"{p.stem}.png"
                 if not m.is_file():
                     raise ResNetError(f"no mask for {p.name}: expected {m}")
@@ -220,8 +202,6 @@ class MaskFolderDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _mask(path: Path) -> np.ndarray:
-        from PIL import Image
-
         with Image.open(path) as im:
             if im.mode not in ("L", "P", "I", "I;16"):
                 raise ResNetError(f"{path}: a mask must be a grey or palette PNG of class indices")
@@ -231,22 +211,31 @@ class MaskFolderDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from .composite import masks_to_boxes
-
         image_path, mask_path = self.items[index]
-        image = _read_rgb(image_path)
+        image = read_rgb(image_path)
         semantic = torch.from_numpy(self._mask(mask_path))
         if semantic.shape != image.shape[-2:]:
-            raise ResNetError(f"{mask_path} is {tuple(semantic.shape)}, its image "
-                              f"{tuple(image.shape[-2:])}")
+            raise ResNetError(
+                f"{mask_path} is {tuple(semantic.shape)}, its image {tuple(image.shape[-2:])}"
+            )
         if int(semantic.max()) > len(self.classes):
-            raise ResNetError(f"{mask_path} has class {int(semantic.max())}, but only "
-                              f"{len(self.classes)} classes are named")
+            raise ResNetError(
+                f"{mask_path} has class {int(semantic.max())}, but only "
+                f"{len(self.classes)} classes are named"
+            )
         labels = torch.tensor([c for c in semantic.unique().tolist() if c > 0], dtype=torch.int64)
-        masks = torch.stack([(semantic == c) for c in labels]).to(torch.uint8) if len(labels) \
+        masks = (
+            torch.stack([(semantic == c) for c in labels]).to(torch.uint8)
+            if len(labels)
             else torch.zeros(0, *semantic.shape, dtype=torch.uint8)
-        return image, dict(boxes=masks_to_boxes(masks), labels=labels, masks=masks,
-                           semantic=semantic, image_id=torch.tensor(index))
+        )
+        return image, dict(
+            boxes=masks_to_boxes(masks),
+            labels=labels,
+            masks=masks,
+            semantic=semantic,
+            image_id=torch.tensor(index),
+        )
 
 
 def open_dataset(path: str | os.PathLike, images: str | os.PathLike | None = None):
@@ -260,5 +249,7 @@ def open_dataset(path: str | os.PathLike, images: str | os.PathLike | None = Non
         return CocoDataset(p / "annotations.json", images)
     if p.is_dir() and (p / "masks").is_dir():
         return MaskFolderDataset(p)
-    raise ResNetError(f"{p}: expected a COCO .json file, a folder with annotations.json, or a "
-                      "folder with images/ and masks/")
+    raise ResNetError(
+        f"{p}: expected a COCO .json file, a folder with annotations.json, or a "
+        "folder with images/ and masks/"
+    )

@@ -16,8 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
+from .coco import write_coco
+from .fashion_mnist import CLASSES as FASHION_CLASSES
+from .fashion_mnist import load_fashion_mnist
+from .masks import masks_to_boxes
+
 # Five shapes a small detector tells apart quickly; `classes="all"` uses all ten.
 DEFAULT_CLASSES = ("T-shirt/top", "Trouser", "Dress", "Sneaker", "Bag")
 MASK_THRESHOLD = 0.2  # an item pixel belongs to its mask above this intensity (0-1)
@@ -28,8 +31,9 @@ def _resolve_classes(classes: str | Sequence[str | int] | None) -> list[int]:
         classes = DEFAULT_CLASSES
     if isinstance(classes, str):
         if classes != "all":
-            raise ValueError(f"classes must be 'all' or a list of Fashion-MNIST names, "
-                             f"not {classes!r}")
+            raise ValueError(
+                f"classes must be 'all' or a list of Fashion-MNIST names, not {classes!r}"
+            )
         return list(range(len(FASHION_CLASSES)))
     out = []
     for c in classes:
@@ -38,8 +42,9 @@ def _resolve_classes(classes: str | Sequence[str | int] | None) -> list[int]:
         elif c in FASHION_CLASSES:
             out.append(FASHION_CLASSES.index(c))
         else:
-            raise ValueError(f"unknown Fashion-MNIST class {c!r}; "
-                             f"known: {', '.join(FASHION_CLASSES)}")
+            raise ValueError(
+                f"unknown Fashion-MNIST class {c!r}; known: {', '.join(FASHION_CLASSES)}"
+            )
     if len(set(out)) != len(out) or not out:
         raise ValueError("classes must be a non-empty list without repeats")
     return out
@@ -91,9 +96,16 @@ class CompositeSet(torch.utils.data.Dataset):
         self.classes = [FASHION_CLASSES[i] for i in self.fashion_ids]
         self.size = size
         self.in_chans = 3
-        self.params = dict(num_images=num_images, size=size, split=split, seed=seed,
-                           classes=list(self.classes), items=list(items), scale=list(scale),
-                           max_hidden=max_hidden)
+        self.params = dict(
+            num_images=num_images,
+            size=size,
+            split=split,
+            seed=seed,
+            classes=list(self.classes),
+            items=list(items),
+            scale=list(scale),
+            max_hidden=max_hidden,
+        )
         if source is None:
             source = _fashion_items("train" if split == "train" else "test")
         src_images, src_labels = source
@@ -107,8 +119,9 @@ class CompositeSet(torch.utils.data.Dataset):
         self.labels: list[torch.Tensor] = []
         self.areas: list[torch.Tensor] = []  # each item's full mask area, before occlusion
         for n in range(num_images):
-            image, idmap, labels, areas = _compose(rng, size, src_images, pools, items, scale,
-                                                   max_hidden)
+            image, idmap, labels, areas = _compose(
+                rng, size, src_images, pools, items, scale, max_hidden
+            )
             self.images[n], self.instance_maps[n] = image, idmap
             self.labels.append(labels)
             self.areas.append(areas)
@@ -126,39 +139,30 @@ class CompositeSet(torch.utils.data.Dataset):
         return torch.stack([self.semantic(i).to(torch.uint8) for i in range(len(self))])
 
     def target(self, index: int) -> dict[str, torch.Tensor]:
+        """The target of canvas `index`: boxes, labels, instance masks, semantic mask, image id."""
         idmap = self.instance_maps[index]
         labels = self.labels[index]
         masks = torch.stack([(idmap == k + 1) for k in range(len(labels))]).to(torch.uint8)
-        return dict(boxes=masks_to_boxes(masks), labels=labels.clone(), masks=masks,
-                    semantic=self.semantic(index), image_id=torch.tensor(index))
+        return dict(
+            boxes=masks_to_boxes(masks),
+            labels=labels.clone(),
+            masks=masks,
+            semantic=self.semantic(index),
+            image_id=torch.tensor(index),
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.images[index], self.target(index)
 
     def write_coco(self, out_dir, **kwargs):
         """Writes the set as `annotations.json` + `images/*.png` (see `resnet.data.coco`)."""
-        from .coco import write_coco
-
         return write_coco(self, out_dir, **kwargs)
 
 
 @functools.lru_cache(maxsize=2)
 def _fashion_items(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST's images and labels, read once per process (offline: no download)."""
-    from .fashion_mnist import load_fashion_mnist
-
     return load_fashion_mnist(split, download=False)
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes (x1, y1, x2, y2; x2/y2 one past the last pixel, as COCO counts) of masks."""
-    if len(masks) == 0:
-        return torch.zeros(0, 4)
-    from torchvision.ops import masks_to_boxes as tv_masks_to_boxes
-
-    boxes = tv_masks_to_boxes(masks.bool())  # inclusive pixel coordinates
-    boxes[:, 2:] += 1
-    return boxes
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -186,8 +190,9 @@ def _compose(rng, size, src_images, pools, items, scale, max_hidden):
             aspect = math.exp(rng.uniform(-0.2, 0.2))
             h = max(8, min(size, round(side * aspect)))
             w = max(8, min(size, round(side / aspect)))
-            patch = F.interpolate(item[None, None], size=(h, w), mode="bilinear",
-                                  align_corners=False, antialias=True)[0, 0].numpy()
+            patch = F.interpolate(
+                item[None, None], size=(h, w), mode="bilinear", align_corners=False, antialias=True
+            )[0, 0].numpy()
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
             y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
@@ -195,7 +200,7 @@ def _compose(rng, size, src_images, pools, items, scale, max_hidden):
             if mask.sum() < 16:
                 continue
             # Occlusion is allowed, but no earlier item may lose more than max_hidden of itself.
-            region = idmap[y:y + h, x:x + w]
+            region = idmap[y : y + h, x : x + w]
             covered = np.bincount(region[mask], minlength=len(labels) + 1)[1:]
             visible = np.array([(idmap == k + 1).sum() for k in range(len(labels))])
             left = visible - covered
@@ -203,8 +208,9 @@ def _compose(rng, size, src_images, pools, items, scale, max_hidden):
                 continue
             colour = rng.uniform(0.45, 1.0, 3)
             alpha = patch[None]
-            canvas[:, y:y + h, x:x + w] = (canvas[:, y:y + h, x:x + w] * (1 - alpha)
-                                           + colour[:, None, None] * alpha)
+            canvas[:, y : y + h, x : x + w] = (
+                canvas[:, y : y + h, x : x + w] * (1 - alpha) + colour[:, None, None] * alpha
+            )
             region[mask] = len(labels) + 1
             labels.append(cls + 1)
             areas.append(int(mask.sum()))
@@ -212,5 +218,9 @@ def _compose(rng, size, src_images, pools, items, scale, max_hidden):
     if not labels:  # pragma: no cover - ten failed tries in a row on an empty canvas
         raise RuntimeError("composite: could not place any item")
     image = torch.from_numpy(np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8))
-    return (image, torch.from_numpy(idmap), torch.tensor(labels, dtype=torch.int64),
-            torch.tensor(areas, dtype=torch.int64))
+    return (
+        image,
+        torch.from_numpy(idmap),
+        torch.tensor(labels, dtype=torch.int64),
+        torch.tensor(areas, dtype=torch.int64),
+    )

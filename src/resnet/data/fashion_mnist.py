@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ResNetError
 
@@ -60,7 +61,7 @@ def _find(stem: str, dirs: list[Path]) -> Path | None:
 
 def _download(dirs: list[Path]) -> None:
     """torchvision's download (needs the internet); leaves raw files in the cache folder."""
-    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST  # heavy, and needed only to download
 
     root = dirs[-1].parent.parent
     try:
@@ -112,8 +113,6 @@ def load_fashion_mnist(
 
 def write_samples(out: str | Path, n: int = 8, split: str = "test") -> list[Path]:
     """Saves the first `n` images of a split as PNGs named `<index>_<class>.png` (for demos)."""
-    from PIL import Image
-
     images, labels = load_fashion_mnist(split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

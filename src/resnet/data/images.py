@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import csv
-import random
+import io
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ResNetError
+from ..storage import atomic_write_bytes
 
+# File suffixes read as images, by folder scans and by detection/segmentation folders alike.
 IMAGE_EXTENSIONS = (
     ".png",
     ".jpg",
@@ -33,6 +34,7 @@ HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def is_image_file(path: Path) -> bool:
+    """Whether `path` has one of the `IMAGE_EXTENSIONS` (case-insensitive)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -94,6 +96,23 @@ def load_image(path: str | Path, in_chans: int) -> torch.Tensor:
     raise ResNetError(f"{path} has {x.shape[0]} channels; the model expects {in_chans}")
 
 
+def read_rgb(path: Path) -> torch.Tensor:
+    """Decodes an image as 8-bit RGB, uint8 [3, H, W] (detection and segmentation inputs)."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    except (OSError, UnidentifiedImageError) as e:
+        raise ResNetError(f"cannot read image {path}: {e}") from None
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Writes an array ([H, W] or [H, W, 3] uint8) as a PNG, atomically."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+
+
 @dataclass
 class ImageList:
     """Labelled image files: what a folder or CSV holds, after checking every file."""
@@ -109,6 +128,7 @@ class ImageList:
         return len(self.paths)
 
     def subset(self, indices: list[int]) -> ImageList:
+        """The files at `indices`, in that order (the list of skipped files is not carried)."""
         return ImageList(
             [self.paths[i] for i in indices],
             [self.labels[i] for i in indices],
@@ -215,40 +235,7 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
 
 
 def scan(source: Path, on_bad: str = "skip", classes: list[str] | None = None) -> ImageList:
+    """Indexes a CSV (`*.csv`, see `scan_csv`) or an ImageFolder layout (`scan_class_folders`)."""
     if source.suffix.lower() == ".csv":
         return scan_csv(source, on_bad, classes)
     return scan_class_folders(source, on_bad, classes)
-
-
-def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices (train, held_out) with `fraction` of every class held out (at least one each)."""
-    if not 0.0 < fraction < 1.0:
-        raise ResNetError(f"--val-split must be between 0 and 1, got {fraction}")
-    rng = random.Random(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
-    train, held = [], []
-    for idx in by_class.values():
-        rng.shuffle(idx)
-        k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
-        held += idx[:k]
-        train += idx[k:]
-    return sorted(train), sorted(held)
-
-
-def stratified_subset(labels: torch.Tensor | list[int], n: int, seed: int = 0) -> list[int]:
-    """The first `n` examples taken evenly across classes (in a seeded order)."""
-    labels = list(map(int, labels))
-    if n >= len(labels):
-        return list(range(len(labels)))
-    counts = Counter(labels)
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=g).tolist()
-    quota = {c: max(1, round(n * k / len(labels))) for c, k in counts.items()}
-    chosen = []
-    for i in order:
-        if quota[labels[i]] > 0:
-            quota[labels[i]] -= 1
-            chosen.append(i)
-    return sorted(chosen[:n])

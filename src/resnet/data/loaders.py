@@ -22,6 +22,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded with `epoch_seed(seed, epoch)`."""
     return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
@@ -62,9 +63,11 @@ class TensorLoader:
 
     @property
     def num_samples(self) -> int:
+        """Examples in the whole data set (all ranks together)."""
         return len(self.labels)
 
     def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose order and augmentation the next iteration replays."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -112,6 +115,7 @@ class FileDataset(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose alternating flips the items follow."""
         self.epoch = epoch
         if self.alternate_flip_seed is not None:
             self.flips = alternating_flips(len(self.items), self.alternate_flip_seed, epoch)
@@ -203,9 +207,11 @@ class StreamLoader:
 
     @property
     def num_samples(self) -> int:
+        """Examples in the whole data set (all ranks together)."""
         return len(self.dataset)
 
     def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose order, flips and worker seeds the next iteration replays."""
         self.epoch = epoch
         self.dataset.set_epoch(epoch)
         if self.sampler is not None:

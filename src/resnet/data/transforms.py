@@ -35,6 +35,13 @@ def make_preprocessing(
     }
 
 
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Images [N, C, H, W] (uint8 in 0-255 or float in 0-1) as float32 `(x - mean) / std`."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return images.float().div_(255.0 if images.dtype == torch.uint8 else 1.0).sub_(m).div_(s)
+
+
 class EvalTransform:
     """Float [C, H, W] in [0, 1] -> the model's input: resize (+ centre crop) to size, normalise."""
 
@@ -46,6 +53,7 @@ class EvalTransform:
         self.normalize = v2.Normalize(pre["mean"], pre["std"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input for one image or a batch (float, [..., C, H, W])."""
         if self.resize:
             x = v2.functional.resize(x, self.resize, self.interpolation, antialias=True)
             x = v2.functional.center_crop(x, list(self.size))
@@ -55,6 +63,7 @@ class EvalTransform:
 
 
 def eval_transform(pre: dict) -> EvalTransform:
+    """The evaluation transform (resize, centre crop, normalise) that `pre` describes."""
     return EvalTransform(pre)
 
 
@@ -136,6 +145,7 @@ class BatchAugment:
         return params
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Augments the batch `x` [B, C, H, W] with parameters drawn by `sample`."""
         b, c, h, w = x.shape
         params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
         if self.pad:

@@ -14,14 +14,16 @@ A checkpoint holds everything `predict`, `val` and `export` need, so they take o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ResNetError
-from ..models import ResNet, ResNetSpec
+from ..models import Ensemble, ResNet, ResNetSpec, unwrap
 from ..storage import atomic_write_bytes, package_versions, torch_load_safe
+from .runfolder import checkpoint_in, is_ensemble_run, member_paths
 
 FORMAT = "resnet-checkpoint"
 VERSION = 1
@@ -29,8 +31,7 @@ VERSION = 1
 
 def model_state(model: ResNet) -> dict[str, Any]:
     """The part of a checkpoint that rebuilds the model."""
-    model = getattr(model, "module", model)  # DDP / compiled wrappers
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)  # DDP / compiled wrappers
     return {
         "arch": getattr(model, "arch", "custom"),
         "spec": model.spec.to_dict(),
@@ -53,19 +54,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                path = path / name
-                break
-        else:
-            from .ensemble import is_ensemble_run
-
-            if is_ensemble_run(path):
-                raise ResNetError(f"{path} is an ensemble run: `resnet val`, `predict` and "
-                                  f"`export` take it whole; elsewhere give one member, e.g. "
-                                  f"{path}/member0")
-            raise ResNetError(f"{path} is a folder without best.pt or last.pt")
+    path = checkpoint_in(path)
     state = torch_load_safe(path, "checkpoint", mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ResNetError(
@@ -94,3 +83,36 @@ def load_model(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any]]:
     """`(model in eval mode, checkpoint dict)` for a checkpoint file or run folder."""
     state = load_checkpoint(path)
     return build_model(state).eval(), state
+
+
+def load_model_or_ensemble(source: str | os.PathLike | Sequence[str | os.PathLike]):
+    """`(model in eval mode, checkpoint dict)` for a checkpoint, a run folder, an ensemble folder
+    or a list of them (two or more checkpoints: an `Ensemble` of them). Members must predict the
+    same classes from the same preprocessing; the dict is the first member's, plus `members`."""
+    sources = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not sources:
+        raise ResNetError("no checkpoint given")
+    paths: list[Path] = []
+    for s in sources:
+        paths += member_paths(s) if is_ensemble_run(s) else [Path(s)]
+    if len(paths) == 1:
+        return load_model(paths[0])
+    models, states = [], []
+    for p in paths:
+        model, state = load_model(p)
+        if "classes" not in state or "preprocessing" not in state:
+            raise ResNetError(f"{p} lacks class names or preprocessing; cannot ensemble it")
+        if states and state["classes"] != states[0]["classes"]:
+            raise ResNetError(f"{p} predicts other classes than {paths[0]}; cannot ensemble them")
+        if states and state["preprocessing"] != states[0]["preprocessing"]:
+            raise ResNetError(
+                f"{p} expects other input preprocessing than {paths[0]} "
+                f"(size, normalisation or channels); cannot ensemble them"
+            )
+        models.append(model)
+        states.append(state)
+    first = states[0]
+    arch = first.get("arch", "model")
+    members = [str(p) for p in paths]
+    state = {**first, "arch": f"ensemble of {len(paths)} ({arch})", "members": members}
+    return Ensemble(models).eval(), state

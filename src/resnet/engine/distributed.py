@@ -10,26 +10,27 @@ import torch.distributed as dist
 
 
 def is_distributed() -> bool:
+    """Whether a process group is running."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
 def is_main() -> bool:
+    """Whether this is rank 0, the process that writes files and reports."""
     return rank() == 0
 
 
 def launched_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
@@ -47,17 +48,20 @@ def setup(device: torch.device) -> bool:
 
 
 def cleanup() -> None:
+    """Ends the process group, if any."""
     if is_distributed():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sums `t` over every process in place (a no-op in one process); returns it."""
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier() -> None:
+    """Waits for every process (a no-op in one process)."""
     if is_distributed():
         dist.barrier()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..device import autocast
 from . import distributed
@@ -55,8 +56,6 @@ def evaluate(
     desc: str = "eval",
 ) -> dict:
     """Runs `model` over `loader`; sums are reduced over processes when distributed."""
-    from tqdm import tqdm
-
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -78,6 +77,8 @@ def evaluate(
 
 
 def metrics_from_confusion(cm: torch.Tensor, loss_sum: float = 0.0, top5_hits: float = 0.0) -> dict:
+    """Top-1, per-class precision / recall / F1, macro F1 and the mean loss from a confusion
+    matrix (rows: the true class)."""
     n = int(cm.sum())
     tp = cm.diag().double()
     predicted, actual = cm.sum(0).double(), cm.sum(1).double()

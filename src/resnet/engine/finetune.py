@@ -5,7 +5,8 @@ unfreeze):
 
     model = resnet.create(arch, weights=cfg.weights, num_classes=n, in_chans=c)
     apply_freeze(model, cfg.freeze)                       # "none" | "backbone" | "stages:K"
-    opt = SGD(param_groups(model, lr, wd, cfg.backbone_lr_mult), momentum=0.9)
+    opt = SGD(param_groups(model, wd, lr=lr, backbone_lr_mult=cfg.backbone_lr_mult,
+                           include_frozen=True), momentum=0.9)   # engine.optim
     for epoch in range(epochs):
         unfreeze_at_epoch(model, epoch, cfg.unfreeze)     # e.g. "3:stages:2,6:none"
         model.train()
@@ -24,22 +25,16 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..errors import ResNetError
+from ..models import Weights, get_weights, open_weights, unwrap
 
 FREEZE_MODES = ("none", "backbone", "stages:K")
 HEAD_PREFIXES = ("fc.", "head_drop.")
 STEM_MODULES = ("conv1", "bn1", "act1", "maxpool")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    for attr in ("module", "_orig_mod"):  # DDP, torch.compile
-        while isinstance(getattr(model, attr, None), nn.Module):
-            model = getattr(model, attr)
-    return model
-
-
 def backbone_parts(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """The backbone in input order: ("stem", ...), ("layer1", ...), ..., ("final_norm", ...)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     stem = [getattr(model, n) for n in STEM_MODULES if hasattr(model, n)]
     parts = [("stem", stem)]
     parts += [(n, [getattr(model, n)]) for n in getattr(model, "stage_names", [])]
@@ -89,7 +84,7 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
                     p.grad = None
         if freeze and any(True for m in modules for _ in m.parameters()):
             frozen.append(name)
-    for name, p in _unwrap(model).named_parameters():
+    for name, p in unwrap(model).named_parameters():
         if name.startswith(HEAD_PREFIXES):
             p.requires_grad_(True)
     return frozen
@@ -116,7 +111,7 @@ def set_bn_eval(model: nn.Module, only_frozen: bool = True) -> int:
         How many BatchNorm layers were put in eval mode.
     """
     count = 0
-    for m in _unwrap(model).modules():
+    for m in unwrap(model).modules():
         if isinstance(m, _NORMS):
             params = list(m.parameters())
             if not only_frozen or (params and not any(p.requires_grad for p in params)):
@@ -125,26 +120,8 @@ def set_bn_eval(model: nn.Module, only_frozen: bool = True) -> int:
     return count
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float,
-                 backbone_lr_mult: float = 1.0) -> list[dict]:
-    """Optimizer groups: the head at `lr`, the backbone at `lr * backbone_lr_mult`, and no
-    weight decay on norms and biases (1-D parameters).
-
-    Every parameter is included, frozen ones too, so `unfreeze_at_epoch` needs no new optimizer.
-    Each group has "name", "lr", "lr_mult" and "weight_decay"; a schedule that sets the learning
-    rate itself should set `group["lr"] = base_lr * group["lr_mult"]`.
-    """
-    if backbone_lr_mult < 0:
-        raise ResNetError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
-    from .optim import param_groups as groups_of
-
-    groups = groups_of(_unwrap(model), weight_decay, backbone_lr_mult=float(backbone_lr_mult),
-                       include_frozen=True)
-    return [dict(g, lr=lr * g["lr_mult"]) for g in groups]
-
-
 def parse_unfreeze(schedule: str | Mapping[int, str] | None) -> list[tuple[int, str]]:
-    """"3:stages:2,6:none" or {3: "stages:2", 6: "none"} -> [(3, "stages:2"), (6, "none")]."""
+    """ "3:stages:2,6:none" or {3: "stages:2", 6: "none"} -> [(3, "stages:2"), (6, "none")]."""
     if not schedule:
         return []
     if isinstance(schedule, str):
@@ -152,8 +129,10 @@ def parse_unfreeze(schedule: str | Mapping[int, str] | None) -> list[tuple[int, 
         for part in schedule.split(","):
             epoch, sep, mode = part.strip().partition(":")
             if not sep or not epoch.strip().isdigit():
-                raise ResNetError(f"unfreeze schedule {schedule!r}: write EPOCH:MODE[,EPOCH:MODE]"
-                                  f", e.g. 3:stages:2,6:none")
+                raise ResNetError(
+                    f"unfreeze schedule {schedule!r}: write EPOCH:MODE[,EPOCH:MODE]"
+                    f", e.g. 3:stages:2,6:none"
+                )
             items.append((int(epoch), mode.strip()))
     else:
         items = [(int(e), str(m)) for e, m in schedule.items()]
@@ -162,8 +141,9 @@ def parse_unfreeze(schedule: str | Mapping[int, str] | None) -> list[tuple[int, 
     return sorted(items)
 
 
-def unfreeze_at_epoch(model: nn.Module, epoch: int,
-                      schedule: str | Mapping[int, str] | None) -> str | None:
+def unfreeze_at_epoch(
+    model: nn.Module, epoch: int, schedule: str | Mapping[int, str] | None
+) -> str | None:
     """Gradual unfreezing: applies the freeze mode the schedule sets for `epoch`.
 
     The mode in force is that of the latest entry at or before `epoch`, so calling this at the
@@ -182,8 +162,9 @@ def unfreeze_at_epoch(model: nn.Module, epoch: int,
     return mode
 
 
-def eval_preprocessing_for(weights, data_preprocessing: dict | None, *,
-                           arch: str | None = None) -> dict | None:
+def eval_preprocessing_for(
+    weights, data_preprocessing: dict | None, *, arch: str | None = None
+) -> dict | None:
     """The preprocessing a run trains and evaluates with when it starts from `weights`.
 
     Eval transforms follow the weights (e.g. resize 232 / crop 224 for torchvision V2) unless
@@ -215,18 +196,16 @@ def eval_preprocessing_for(weights, data_preprocessing: dict | None, *,
 
 
 def _weights_preprocessing(weights, arch: str | None) -> dict | None:
-    from ..models import weights as W
-
     if weights is None:
         return None
     if isinstance(weights, dict):
         return weights
-    if isinstance(weights, W.Weights):
+    if isinstance(weights, Weights):
         return dict(weights.preprocessing)
     if isinstance(weights, nn.Module):
-        cfg = getattr(_unwrap(weights), "pretrained_cfg", None) or {}
+        cfg = getattr(unwrap(weights), "pretrained_cfg", None) or {}
         return cfg.get("preprocessing")
     spec = str(weights)
     if spec.split(":", 1)[0].lower() in ("torchvision", "timm"):
-        return dict(W.get_weights(spec, arch).preprocessing)
-    return W.open_weights(spec, arch).preprocessing
+        return dict(get_weights(spec, arch).preprocessing)
+    return open_weights(spec, arch).preprocessing

@@ -10,7 +10,7 @@ import torch
 from ..data import eval_transform, load_image
 from ..data.images import is_image_file
 from ..errors import ResNetError
-from .ensemble import load_model_or_ensemble
+from .checkpoint import load_model_or_ensemble
 
 
 class TorchClassifier:
@@ -39,6 +39,7 @@ class TorchClassifier:
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (float32, on the CPU) for a batch of preprocessed images."""
         return self.model(batch.to(self.device)).float().cpu()
 
 

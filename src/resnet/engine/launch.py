@@ -6,6 +6,7 @@ import sys
 
 
 def strip_nproc(argv: list[str]) -> list[str]:
+    """The command line without its --nproc option, as each torchrun worker gets it."""
     out, skip = [], False
     for a in argv:
         if skip:

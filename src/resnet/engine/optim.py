@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.optim.sgd import sgd as sgd_step  # torch.optim.SGD's own update, as a function
 
+from ..errors import ResNetError
+from ..models import unwrap
 from .config import OptimConfig
 
 
@@ -19,14 +21,18 @@ def param_groups(
     norm_bias_lr_mult: float = 1.0,
     head_prefix: str = "fc.",
     include_frozen: bool = False,
+    lr: float | None = None,
 ) -> list[dict]:
     """Parameter groups: no weight decay on norms and biases (1-D tensors), the classifier at the
     base rate and the backbone at `backbone_lr_mult` of it. Frozen parameters are left out unless
     `include_frozen` (then unfreezing needs no new optimizer: SGD skips tensors without grad).
 
-    Each group carries `name` and `lr_mult`; `set_lr` multiplies it by the scheduled rate.
+    Each group carries `name` and `lr_mult`; `set_lr` multiplies it by the scheduled rate. With
+    `lr`, each group also gets its own rate `lr * lr_mult` (for an optimiser built directly).
     """
-    model = getattr(model, "module", model)
+    if backbone_lr_mult < 0:
+        raise ResNetError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
+    model = unwrap(model)  # DDP, torch.compile
     groups: dict[tuple[bool, bool], dict] = {}
     for name, p in model.named_parameters():
         if not (p.requires_grad or include_frozen):
@@ -45,12 +51,15 @@ def param_groups(
                 "name": ("head" if head else "backbone") + ("_no_decay" if no_decay else ""),
             }
         groups[key]["params"].append(p)
+    if lr is not None:
+        return [dict(g, lr=lr * g["lr_mult"]) for g in groups.values()]
     return list(groups.values())
 
 
 def build_optimizer(
     model: nn.Module, cfg: OptimConfig, backbone_lr_mult: float = 1.0
 ) -> torch.optim.Optimizer:
+    """The configured optimiser (SGD, AdamW or Muon) over `param_groups` of the model."""
     groups = param_groups(
         model,
         cfg.weight_decay,
@@ -111,13 +120,19 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = True):
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0, muon=False,
-            normalize=False, ns_steps=5,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=0.0,
+            muon=False,
+            normalize=False,
+            ns_steps=5,
         )
         super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One Muon step for conv filters and an SGD step for every other parameter."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -164,10 +179,13 @@ class Muon(torch.optim.Optimizer):
             p.mul_(torch.where(norm > 0, norm / p.norm().clamp(min=1e-12), 1.0))
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+def lr_factor(
+    step: int, total: int, schedule: str, warmup: int = 0, *, floor: float = 0.0
+) -> float:
     """Multiplier of the base rate at `step` of `total`, after a linear warm-up of `warmup` steps.
 
-    step: /10 at 50 % and 75 % of training (the paper's CIFAR schedule); cosine: to zero;
+    step: /10 at 50 % and 75 % of training (the paper's CIFAR schedule); cosine: to `floor`
+    (default zero; the detection and segmentation runs end at 5 %);
     onecycle: linear warm-up then linear decay to zero; constant.
     """
     warmup = min(warmup, total // 2)  # a short run still decays
@@ -178,7 +196,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
         return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
     if schedule == "onecycle":
         return max(0.0, 1.0 - t)
     if schedule == "constant":
@@ -186,8 +204,9 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def epochs_within(budget_s: float, used_s: float, epoch_seconds: list[float], done: int,
-                  most: int) -> int:
+def epochs_within(
+    budget_s: float, used_s: float, epoch_seconds: list[float], done: int, most: int
+) -> int:
     """How many epochs a run with a training-time budget plans, after `done` epochs.
 
     The remaining budget over the mean of the last three epochs' times, rounded down (the run
@@ -204,6 +223,7 @@ def epochs_within(budget_s: float, used_s: float, epoch_seconds: list[float], do
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    """Sets every group's rate to base_lr * its lr_mult * factor; returns base_lr * factor."""
     for g in optimizer.param_groups:
         g["lr"] = base_lr * g.get("lr_mult", 1.0) * factor
     return base_lr * factor
@@ -223,6 +243,7 @@ class Lookahead:
 
     @torch.no_grad()
     def step(self) -> None:
+        """Counts a step of the inner optimiser; every k-th pulls the slow weights forward."""
         self.count += 1
         if self.count % self.k:
             return
@@ -231,9 +252,31 @@ class Lookahead:
         torch._foreach_copy_(fast, self.slow)
 
     def state_dict(self) -> dict:
+        """The slow weights and the step count, for a checkpoint."""
         return {"count": self.count, "slow": [s.cpu() for s in self.slow]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores what `state_dict` returned."""
         self.count = int(state["count"])
         for s, saved in zip(self.slow, state["slow"], strict=True):
             s.copy_(saved)
+
+
+def ema_update(decay: float):
+    """An EMA step for `AveragedModel` whose decay warms up as min(decay, (1 + n) / (10 + n)).
+
+    Without the warm-up a short run's average keeps a large share of its first, barely trained
+    weights (0.995 ** 500 = 8 %); with it the average follows the net closely early on and
+    settles to `decay` (timm's ModelEma and airbench do the same).
+    """
+
+    @torch.no_grad()
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        if torch.is_floating_point(ema[0]):
+            torch._foreach_lerp_(ema, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's batch counter): follow the net
+            for e, c in zip(ema, current, strict=True):
+                e.copy_(c)
+
+    return update

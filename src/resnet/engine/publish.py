@@ -18,24 +18,33 @@ from pathlib import Path
 import torch
 
 from ..errors import ResNetError
-from ..models import weights as W
+from ..models import weight_files as W
 from ..storage import atomic_write_bytes, atomic_write_text, package_versions, sha256_file
 from .checkpoint import load_checkpoint
 
 
 def _ema_state(state: dict) -> dict[str, torch.Tensor]:
     ema = state.get("ema")
-    for candidate in (ema, (ema or {}).get("model") if isinstance(ema, dict) else None,
-                      (ema or {}).get("state_dict") if isinstance(ema, dict) else None):
-        if W._is_state_dict(candidate):
+    for candidate in (
+        ema,
+        (ema or {}).get("model") if isinstance(ema, dict) else None,
+        (ema or {}).get("state_dict") if isinstance(ema, dict) else None,
+    ):
+        if W.is_state_dict(candidate):
             return W.strip_prefixes(candidate)[0]
     raise ResNetError("the checkpoint holds no EMA state_dict; publish without use_ema")
 
 
-def publish_weights(checkpoint: str | os.PathLike, name: str, *,
-                    out_dir: str | os.PathLike | None = None, test_acc: float | None = None,
-                    recipe: str | dict | None = None, use_ema: bool = False,
-                    licence: str = "MIT (this project)") -> tuple[Path, Path]:
+def publish_weights(
+    checkpoint: str | os.PathLike,
+    name: str,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    test_acc: float | None = None,
+    recipe: str | dict | None = None,
+    use_ema: bool = False,
+    licence: str = "MIT (this project)",
+) -> tuple[Path, Path]:
     """Writes `<out_dir>/<name>.safetensors` and `<name>.json` from a checkpoint, atomically.
 
     Args:
@@ -68,25 +77,43 @@ def publish_weights(checkpoint: str | os.PathLike, name: str, *,
         if (folder / "summary.json").exists():
             test_acc = json.loads((folder / "summary.json").read_text()).get("test_acc")
     out = Path(out_dir or W.PACKAGE_DIR)
-    blob = save(tensors, metadata={"format": W.PACKAGE_FORMAT, "name": name,
-                                   "arch": str(state.get("arch", "custom"))})
+    blob = save(
+        tensors,
+        metadata={
+            "format": W.PACKAGE_FORMAT,
+            "name": name,
+            "arch": str(state.get("arch", "custom")),
+        },
+    )
     st_path = atomic_write_bytes(out / f"{name}.safetensors", lambda f: f.write(blob))
     meta = {
-        "format": W.PACKAGE_FORMAT, "version": 1, "name": name,
-        "arch": state.get("arch", "custom"), "spec": state["spec"],
-        "model_options": state["model_options"], "classes": state.get("classes"),
+        "format": W.PACKAGE_FORMAT,
+        "version": 1,
+        "name": name,
+        "arch": state.get("arch", "custom"),
+        "spec": state["spec"],
+        "model_options": state["model_options"],
+        "classes": state.get("classes"),
         "preprocessing": state.get("preprocessing"),
-        "recipe": recipe, "config": state.get("config"),
-        "test_acc": test_acc, "metrics": metrics, "epoch": state.get("epoch"),
-        "ema": use_ema, "licence": licence, "sha256": sha256_file(st_path),
-        "source_checkpoint": Path(checkpoint).name, "versions": package_versions(),
+        "recipe": recipe,
+        "config": state.get("config"),
+        "test_acc": test_acc,
+        "metrics": metrics,
+        "epoch": state.get("epoch"),
+        "ema": use_ema,
+        "licence": licence,
+        "sha256": sha256_file(st_path),
+        "source_checkpoint": Path(checkpoint).name,
+        "versions": package_versions(),
     }
-    json_path = atomic_write_text(out / f"{name}.json",
-                                  json.dumps(meta, indent=2, default=str) + "\n")
+    json_path = atomic_write_text(
+        out / f"{name}.json", json.dumps(meta, indent=2, default=str) + "\n"
+    )
     return st_path, json_path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m resnet.engine.publish CHECKPOINT NAME`: writes the packaged weights files."""
     p = argparse.ArgumentParser(prog="python -m resnet.engine.publish", description=__doc__)
     p.add_argument("checkpoint")
     p.add_argument("name", help="fashion-mnist or fashion-mnist-<arch>")
@@ -96,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", action="store_true", help="ship the EMA weights")
     args = p.parse_args(argv)
     try:
-        paths = publish_weights(args.checkpoint, args.name, out_dir=args.out_dir,
-                                test_acc=args.test_acc, recipe=args.recipe, use_ema=args.ema)
+        paths = publish_weights(
+            args.checkpoint,
+            args.name,
+            out_dir=args.out_dir,
+            test_acc=args.test_acc,
+            recipe=args.recipe,
+            use_ema=args.ema,
+        )
     except ResNetError as e:
         print(f"publish: error: {e}")
         return 2

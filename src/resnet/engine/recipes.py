@@ -25,6 +25,7 @@ def list_recipes() -> dict[str, str]:
 
 
 def load_recipe(name: str) -> TrainConfig:
+    """The shipped recipe `name` as a TrainConfig (an unknown name lists the known ones)."""
     files = _files()
     if name not in files:
         raise ResNetError(f"unknown recipe {name!r}; known: {', '.join(sorted(files))}")

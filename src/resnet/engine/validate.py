@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 
 from ..data import eval_loader
+from ..device import precision_name, resolve_device, resolve_precision
 from ..errors import ResNetError
 from ..storage import write_json
-from .ensemble import load_model_or_ensemble
+from .checkpoint import load_model_or_ensemble
 from .evaluate import evaluate
 from .report import plot_confusion
 
@@ -33,27 +34,14 @@ def validate(
     `precision`: "fp32" (default), "bf16"/"fp16" (autocast) or "auto": the run's own setting
     (its `run.precision`, resolved on `device` as training resolves it), so the figure repeats
     the one training reported. `device` "auto" takes the GPU where there is one."""
-    from ..device import resolve_device, resolve_precision
-
     dev = resolve_device(device)
     model, state = load_model_or_ensemble(checkpoint)
-    if precision == "auto":
-        precision = state.get("config", {}).get("run", {}).get("precision", "auto")
-        if precision == "fp16" and dev.type == "cpu":
-            precision = "auto"  # trained in fp16 on a GPU, evaluated here on the CPU
-    amp_dtype, _ = resolve_precision(precision, dev)
+    amp_dtype = _amp_dtype(state, precision, dev)
     data_cfg = state.get("config", {}).get("data", {})
-    trained_on = data_cfg.get("source")
-    source = data or trained_on
+    source = data or data_cfg.get("source")
     if not source:
         raise ResNetError("this checkpoint does not name its data; pass --data")
-    builtin = source.lower() == "fashion-mnist"
-    if split is None:
-        if data and data != trained_on and not builtin:
-            # Another folder or CSV: all of it, unless it has the split folders itself.
-            split = "test" if (Path(source) / "test").is_dir() else "all"
-        else:
-            split = "test" if builtin or (Path(source) / "test").is_dir() else "val"
+    split = split or _default_split(source, data, data_cfg.get("source"))
     pre, classes = state["preprocessing"], state["classes"]
     loader = eval_loader(
         source,
@@ -64,37 +52,75 @@ def validate(
         batch_size=batch_size,
         workers=workers,
     )
-    run_cfg = state.get("config", {}).get("run", {})
-    if tta is None:  # as the training run evaluated: flip TTA only where flips were augmented
-        tta = bool(run_cfg.get("tta", False) and data_cfg.get("flip", True))
-    if tta_shift is None:
-        tta_shift = int(run_cfg.get("tta_shift", 0))
-    if not 0 <= tta_shift < min(pre["size"]):
-        raise ResNetError(f"--tta-shift must be 0 to {min(pre['size']) - 1} pixels for "
-                          f"{min(pre['size'])} px images, got {tta_shift}")
-    metrics = evaluate(model.to(dev), loader, len(classes), dev, amp_dtype=amp_dtype, tta=tta,
-                       tta_shift=tta_shift, progress=progress, desc=split)
+    tta, tta_shift = _tta(state, pre, tta, tta_shift)
+    metrics = evaluate(
+        model.to(dev),
+        loader,
+        len(classes),
+        dev,
+        amp_dtype=amp_dtype,
+        tta=tta,
+        tta_shift=tta_shift,
+        progress=progress,
+        desc=split,
+    )
     several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
     ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     n = len(state.get("members", ()))
-    default_name = f"val-ensemble{n}-{split}" if several else f"val-{split}"
-    out = out or run_dir / default_name
+    out = out or run_dir / (f"val-ensemble{n}-{split}" if several else f"val-{split}")
     metrics = {
         "checkpoint": [str(c) for c in checkpoint] if several else str(ckpt),
         **({"members": state["members"]} if "members" in state else {}),
         "data": source,
         "split": split,
-        "numerics": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+        "numerics": precision_name(amp_dtype),
         "classes": classes,
         **metrics,
         "out": str(out),
     }
+    _write(out, metrics, state.get("arch", "model"))
+    return metrics
+
+
+def _amp_dtype(state: dict, precision: str, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype; "auto" repeats the run's own precision setting."""
+    if precision == "auto":
+        precision = state.get("config", {}).get("run", {}).get("precision", "auto")
+        if precision == "fp16" and dev.type == "cpu":
+            precision = "auto"  # trained in fp16 on a GPU, evaluated here on the CPU
+    return resolve_precision(precision, dev)[0]
+
+
+def _default_split(source: str, data: str | None, trained_on: str | None) -> str:
+    """The run's own held-out split; for other data, all of it unless it has a test folder."""
+    builtin = source.lower() == "fashion-mnist"
+    if data and data != trained_on and not builtin:
+        return "test" if (Path(source) / "test").is_dir() else "all"
+    return "test" if builtin or (Path(source) / "test").is_dir() else "val"
+
+
+def _tta(state: dict, pre: dict, tta: bool | None, tta_shift: int | None) -> tuple[bool, int]:
+    """Test-time augmentation as the training run evaluated, unless given."""
+    run_cfg = state.get("config", {}).get("run", {})
+    data_cfg = state.get("config", {}).get("data", {})
+    if tta is None:  # flip TTA only where flips were augmented
+        tta = bool(run_cfg.get("tta", False) and data_cfg.get("flip", True))
+    if tta_shift is None:
+        tta_shift = int(run_cfg.get("tta_shift", 0))
+    if not 0 <= tta_shift < min(pre["size"]):
+        raise ResNetError(
+            f"--tta-shift must be 0 to {min(pre['size']) - 1} pixels for "
+            f"{min(pre['size'])} px images, got {tta_shift}"
+        )
+    return tta, tta_shift
+
+
+def _write(out: Path, metrics: dict, arch: str) -> None:
     write_json(out / "metrics.json", metrics)
     plot_confusion(
         torch.tensor(metrics["confusion_matrix"]),
-        classes,
+        metrics["classes"],
         out / "confusion_matrix.png",
-        f"{state.get('arch', 'model')}, {split}: {100 * metrics['top1']:.2f}% top-1",
+        f"{arch}, {metrics['split']}: {100 * metrics['top1']:.2f}% top-1",
     )
-    return metrics

@@ -17,6 +17,7 @@ from torch import nn
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The net's first convolution (the first of three in a deep stem)."""
     conv = getattr(model, "conv1", None)
     if isinstance(conv, nn.Sequential):  # the deep stem: three convs, whiten the first
         conv = conv[0]
@@ -69,8 +70,10 @@ def whiten_first_conv_(
     conv = first_conv(model)
     k = conv.kernel_size[0]
     if conv.kernel_size != (k, k) or images.shape[1] != conv.in_channels:
-        raise ValueError(f"cannot whiten a {conv.kernel_size} conv of {conv.in_channels} input "
-                         f"channels with {images.shape[1]}-channel images")
+        raise ValueError(
+            f"cannot whiten a {conv.kernel_size} conv of {conv.in_channels} input "
+            f"channels with {images.shape[1]}-channel images"
+        )
     w = patch_whitening(images[:max_images].cpu(), k, conv.out_channels, eps)
     conv.weight[: w.shape[0]] = w.to(conv.weight.device, conv.weight.dtype)
     return w.shape[0]

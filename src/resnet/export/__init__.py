@@ -7,7 +7,17 @@ from .parity import ParityError, ParityReport, check_parity, top1_agreement
 from .runtime import BACKENDS, Classifier, load_classifier
 
 __all__ = [
-    "BACKENDS", "FORMATS", "Classifier", "ExportResult", "ParityError", "ParityReport",
-    "check_parity", "detect_format", "export_checkpoint", "load_classifier", "load_serialized",
-    "serialize", "top1_agreement",
+    "BACKENDS",
+    "FORMATS",
+    "Classifier",
+    "ExportResult",
+    "ParityError",
+    "ParityReport",
+    "check_parity",
+    "detect_format",
+    "export_checkpoint",
+    "load_classifier",
+    "load_serialized",
+    "serialize",
+    "top1_agreement",
 ]

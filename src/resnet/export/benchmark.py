@@ -17,13 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torchvision
+from tqdm import tqdm
 
+from ..data.transforms import make_preprocessing
 from ..device import cpu_has_bf16
+from ..engine.checkpoint import load_model
 from ..errors import ResNetError
+from ..models import ResNet, count_macs, create, get_entry
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
-from .fast import COMPUTE_DTYPE, MODES, build
-from .samples import fashion_mnist_split  # noqa: F401  (re-exported for the CLI)
+from .fast import COMPUTE_DTYPE, MODES, build, cpu_flags
+from .onnx import onnx_bytes, session
+from .samples import (
+    fashion_mnist_split,  # noqa: F401  (re-exported for the CLI and benchmarks)
+    real_inputs,
+)
 
 AGREEMENT_TARGET = 0.99
 
@@ -52,33 +62,37 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: floa
         t = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def int8_matmul_peak(n: int = 1024, seconds: float = 0.6, threads: int | None = None) -> float:
     """Best GOP/s of ONNX Runtime's uint8 x int8 MatMulInteger (the int8 modes' ceiling)."""
-    import numpy as np
+    # onnx is an optional heavy dependency (protobuf schemas): loaded only when int8 is timed.
     from onnx import TensorProto, helper
 
-    from .onnx import session
-
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "mm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "mm",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     sess = session(proto.SerializeToString(), threads)
     rng = np.random.default_rng(0)
-    feed = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8),
-            "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+    feed = {
+        "a": rng.integers(0, 255, (n, n), dtype=np.uint8),
+        "b": rng.integers(-127, 127, (n, n), dtype=np.int8),
+    }
     sess.run(None, feed)
     best, end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
         sess.run(None, feed)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def measure_peaks(threads: int | None = None, seconds: float = 0.6) -> dict[str, float]:
@@ -95,8 +109,6 @@ def measure_peaks(threads: int | None = None, seconds: float = 0.6) -> dict[str,
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    from .fast import cpu_flags
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -110,15 +122,23 @@ def machine() -> dict[str, Any]:
     except OSError:
         load = None
     flags = cpu_flags()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": str(torch.__version__), "onnxruntime": _ort_version(),
-            "bf16_native": cpu_has_bf16(), "avx512_vnni": "avx512_vnni" in flags,
-            "amx": "amx_tile" in flags, "load_average_1min_at_start": load}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "onnxruntime": _ort_version(),
+        "bf16_native": cpu_has_bf16(),
+        "avx512_vnni": "avx512_vnni" in flags,
+        "amx": "amx_tile" in flags,
+        "load_average_1min_at_start": load,
+    }
 
 
 def _ort_version() -> str | None:
+    """ONNX Runtime's version, or None where it is not installed."""
     try:
-        import onnxruntime
+        import onnxruntime  # optional heavy dependency: only its version is wanted here
 
         return onnxruntime.__version__
     except ImportError:
@@ -126,25 +146,24 @@ def _ort_version() -> str | None:
 
 
 def _preprocessing(in_chans: int, size: int) -> dict[str, Any]:
-    from ..data.transforms import make_preprocessing
-
+    """Preprocessing for a named model: ImageNet statistics for RGB, else mean 0.5, std 0.25."""
     if in_chans == 3:
         return make_preprocessing(3, (size, size), list(IMAGENET_MEAN), list(IMAGENET_STD))
     return make_preprocessing(in_chans, (size, size), [0.5] * in_chans, [0.25] * in_chans)
 
 
-def subject(spec: str, *, image_size: int | None = None, in_chans: int | None = None,
-            num_classes: int | None = None, seed: int = 0) -> Subject:
+def subject(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> Subject:
     """A model to benchmark: a registered name (random weights, torchvision twin copied from it
     where torchvision has one) or a checkpoint path (its preprocessing and classes)."""
-    import resnet
-
-    from ..models import count_macs, get_entry
-
     path = Path(spec)
     if path.suffix == ".pt" or path.is_dir() or path.exists():
-        from ..engine.checkpoint import load_model
-
         model, state = load_model(path)
         pre = dict(state["preprocessing"])
         label = f"{getattr(model, 'arch', 'custom')} ({path})"
@@ -152,7 +171,7 @@ def subject(spec: str, *, image_size: int | None = None, in_chans: int | None = 
         entry = get_entry(spec)
         torch.manual_seed(seed)
         c = in_chans or 3
-        model = resnet.create(entry.name, in_chans=c, num_classes=num_classes).eval()
+        model = create(entry.name, in_chans=c, num_classes=num_classes).eval()
         pre = _preprocessing(c, image_size or entry.input_size)
         label = entry.name
         recalibrate_norms(model, pre)
@@ -160,9 +179,13 @@ def subject(spec: str, *, image_size: int | None = None, in_chans: int | None = 
     if h != w:
         raise ResNetError("the benchmark needs square inputs")
     with torch.device("meta"):  # count on a weightless copy: no compute, no memory
-        shadow = resnet.ResNet(model.spec, **model.options)
-    s = Subject(label=label, model=model.eval(), preprocessing=pre,
-                macs=count_macs(shadow, h, pre["in_chans"]))
+        shadow = ResNet(model.spec, **model.options)
+    s = Subject(
+        label=label,
+        model=model.eval(),
+        preprocessing=pre,
+        macs=count_macs(shadow, h, pre["in_chans"]),
+    )
     s.anchor = _torchvision_twin(model)
     if s.anchor is None:
         s.anchor_name = "eager_fp32"
@@ -171,8 +194,9 @@ def subject(spec: str, *, image_size: int | None = None, in_chans: int | None = 
 
 
 @torch.no_grad()
-def recalibrate_norms(model: torch.nn.Module, pre: dict[str, Any], images: int = 32,
-                      seed: int = 2000) -> None:
+def recalibrate_norms(
+    model: torch.nn.Module, pre: dict[str, Any], images: int = 32, seed: int = 2000
+) -> None:
     """Sets a random-weight model's BatchNorm statistics from real photo crops.
 
     Freshly initialised running statistics (mean 0, var 1) leave activations unnormalised: such
@@ -180,8 +204,6 @@ def recalibrate_norms(model: torch.nn.Module, pre: dict[str, Any], images: int =
     near-ties. With statistics taken from real images (disjoint crops from the agreement set)
     activations have a trained net's scale and predictions differ between photos.
     """
-    from .samples import real_inputs
-
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -198,18 +220,23 @@ def recalibrate_norms(model: torch.nn.Module, pre: dict[str, Any], images: int =
 
 def _torchvision_twin(model: torch.nn.Module) -> torch.nn.Module | None:
     """torchvision's model of the same name with our weights (same parameter names), or None."""
-    import torchvision
-
     arch = getattr(model, "arch", "")
     builder = getattr(torchvision.models, arch, None)
-    if builder is None or model.options.get("in_chans", 3) != 3 or model.options.get(
-            "small_input") or model.spec.stem != "imagenet":
+    if (
+        builder is None
+        or model.options.get("in_chans", 3) != 3
+        or model.options.get("small_input")
+        or model.spec.stem != "imagenet"
+    ):
         return None
     # Same parameter names but another function: torchvision's nets are ReLU, average-pool,
     # strided-3x3 ones (options without parameters would load and compute something else).
     o = model.options
-    if o.get("act", "relu") != "relu" or o.get("global_pool", "avg") != "avg" or (
-            model.spec.stride_on != "3x3"):
+    if (
+        o.get("act", "relu") != "relu"
+        or o.get("global_pool", "avg") != "avg"
+        or (model.spec.stride_on != "3x3")
+    ):
         return None
     twin = builder(weights=None, num_classes=model.options["num_classes"]).eval()
     try:
@@ -219,41 +246,66 @@ def _torchvision_twin(model: torch.nn.Module) -> torch.nn.Module | None:
     return twin
 
 
-def _logits(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-            batch_size: int = 32) -> torch.Tensor:
+def _logits(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
     """Logits of `x` in full batches (the last one padded: no new shapes to compile)."""
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            chunk = x[i:i + batch_size]
+            chunk = x[i : i + batch_size]
             n = len(chunk)
             if n < batch_size and len(x) >= batch_size:
-                out.append(fn(x[len(x) - batch_size:]).float()[batch_size - n:])
+                out.append(fn(x[len(x) - batch_size :]).float()[batch_size - n :])
             else:
                 out.append(fn(chunk).float())
     return torch.cat(out)
 
 
-def _top1(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-          batch_size: int = 32) -> torch.Tensor:
+def _top1(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
+    """Top-1 classes of `x` (see `_logits`)."""
     return _logits(fn, x, batch_size).argmax(1)
 
 
-def run_benchmark(subjects: Sequence[Subject], *, batch_sizes: Sequence[int] = (1, 32),
-                  modes: Sequence[str] = MODES, threads: int | None = None,
-                  agreement_images: int = 32, min_seconds: float = 1.0, rounds: int = 3,
-                  progress: bool = True, log: Callable[[str], None] | None = None
-                  ) -> dict[str, Any]:
+@dataclass
+class _Plan:
+    """What `run_benchmark` was asked for, shared by its steps."""
+
+    modes: list[str]
+    batch_sizes: Sequence[int]
+    threads: int
+    agreement_images: int
+    min_seconds: float
+    rounds: int
+    bar: Any
+    log: Callable[[str], None]
+
+    @property
+    def big(self) -> int:
+        """The largest batch size: throughput is measured there."""
+        return max(self.batch_sizes)
+
+
+def run_benchmark(
+    subjects: Sequence[Subject],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    modes: Sequence[str] = MODES,
+    threads: int | None = None,
+    agreement_images: int = 32,
+    min_seconds: float = 1.0,
+    rounds: int = 3,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Times each subject's anchor and `modes` at `batch_sizes`; returns the results dict.
 
     Shape: {label: {anchor: {...}, mode: {...}, "best": {...}, "info": {...}}, "machine": {...},
     "date": ..., "peak_gflops": {...}}. Latency is the median batch-1 call; throughput is
     batch / median call at the largest batch size.
     """
-    from tqdm import tqdm
-
-    from .samples import real_inputs
-
     for m in modes:
         if m not in MODES:
             raise ResNetError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
@@ -261,109 +313,190 @@ def run_benchmark(subjects: Sequence[Subject], *, batch_sizes: Sequence[int] = (
         raise ResNetError("batch sizes must be positive integers")
     threads = threads or torch.get_num_threads()  # follows OMP_NUM_THREADS
     torch.set_num_threads(threads)
-    log = log or (lambda s: None)
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }
     modes = [m for m in modes if m not in ("bf16", "compile_bf16") or cpu_has_bf16()]
+    plan = _Plan(
+        modes=modes,
+        batch_sizes=batch_sizes,
+        threads=threads,
+        agreement_images=agreement_images,
+        min_seconds=min_seconds,
+        rounds=rounds,
+        bar=None,
+        log=log or (lambda s: None),
+    )
     peak_seconds = min(0.6, max(0.1, min_seconds))
     peaks = measure_peaks(threads, peak_seconds)
-    log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
-    bar = tqdm(total=len(subjects) * (len(modes) + 1 + len(batch_sizes)), desc="benchmark",
-               unit="step", disable=not progress, leave=False)
-    big = max(batch_sizes)
+    plan.log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    plan.bar = tqdm(
+        total=len(subjects) * (len(modes) + 1 + len(batch_sizes)),
+        desc="benchmark",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     for s in subjects:
-        pre = s.preprocessing
-        photos = real_inputs(pre, agreement_images, seed=0)
-        calibration = s.calibration if s.calibration is not None else real_inputs(
-            pre, 64, seed=1000)
-        sets = {"photos": photos}
-        if s.test is not None:
-            sets["test"] = s.test[0]
-        eager = build(s.model, "eager_fp32", example=photos)
-        ref_logits = {k: _logits(eager, v, big) for k, v in sets.items()}  # fp32, computed once
-        refs = {k: v.argmax(1) for k, v in ref_logits.items()}
-        margins = {k: round(float((v.topk(2, dim=1).values @ torch.tensor([1.0, -1.0]))
-                                  .median()), 4) for k, v in ref_logits.items()}
-        entry: dict[str, Any] = {"info": {
-            "input": [pre["in_chans"], *pre["size"]], "macs": s.macs, "anchor": s.anchor_name,
-            "threads": threads, "agreement_images": {k: len(v) for k, v in sets.items()},
-            "distinct_fp32_top1": {k: len(set(v.tolist())) for k, v in refs.items()},
-            "median_fp32_top2_margin": margins,
-            "timing": "modes interleaved round by round; median of the rounds",
-            "notes": list(s.notes)}}
-        candidates = [(s.anchor_name, s.anchor if s.anchor is not None else s.model)]
-        candidates += [(m, None) for m in modes if not (m == "eager_fp32" and s.anchor is None)]
-        inputs = {b: photos[:b] if len(photos) >= b else
-                  photos.repeat(-(-b // len(photos)), 1, 1, 1)[:b] for b in batch_sizes}
-        # 1. Prepare every mode (export, quantize, compile), warm it up at each batch size and
-        #    measure its agreement with fp32 (and accuracy) on the real images.
-        runners: dict[str, Callable] = {}
-        onnx_fp32 = None
-        for name, anchor_model in candidates:
-            bar.set_description(f"{s.label}: prepare {name}")
-            t0 = time.perf_counter()
-            if anchor_model is not None:
-                fn = build(anchor_model, "eager_fp32", example=photos)
-            else:
-                if name.startswith("onnxruntime") and onnx_fp32 is None:
-                    from .onnx import onnx_bytes
-
-                    onnx_fp32 = onnx_bytes(s.model, photos[:2], dynamic_batch=True)
-                fn = build(s.model, name, example=photos, calibration=calibration,
-                           threads=threads, onnx_model=onnx_fp32)
-            for b in batch_sizes:  # compile / first-call costs stay out of the timings
-                for _ in range(2 if name == "compile_bf16" else 1):
-                    fn(inputs[b])
-            row: dict[str, Any] = {"prepare_s": round(time.perf_counter() - t0, 2)}
-            if name != s.anchor_name or s.anchor is not None:
-                preds = {k: _top1(fn, v, big) for k, v in sets.items()}
-                row["top1_agreement"] = {k: round(float((preds[k] == refs[k]).float().mean()), 4)
-                                         for k in sets}
-            else:
-                preds = {"test": _top1(fn, s.test[0], big)} if s.test is not None else {}
-            if s.test is not None:
-                row["test_accuracy"] = round(float((preds["test"] == s.test[1]).float().mean()),
-                                             4)
-            runners[name] = fn
-            entry[name] = row
-            bar.update(1)
-        # 2. Time them interleaved: each round calls every mode in turn, so load from other
-        #    processes on a shared machine falls on all modes alike.
-        for b in batch_sizes:
-            bar.set_description(f"{s.label}: timing batch {b}")
-            per_call: dict[str, list[float]] = {n: [] for n in runners}
-            for _ in range(rounds):
-                for name, fn in runners.items():
-                    calls, t0 = 0, time.perf_counter()
-                    while calls == 0 or time.perf_counter() - t0 < min_seconds / rounds:
-                        fn(inputs[b])
-                        calls += 1
-                    per_call[name].append((time.perf_counter() - t0) / calls)
-            for name, times in per_call.items():
-                med = statistics.median(times)
-                entry[name][f"batch{b}"] = {
-                    "median_ms": round(med * 1e3, 3), "best_ms": round(min(times) * 1e3, 3),
-                    "rounds": len(times), "img_s": round(b / med, 2),
-                    "gflops": round(2 * s.macs * b / med / 1e9, 1)}
-            bar.update(1)
-        for name, row in entry.items():
-            if name == "info":
-                continue
-            row["latency_ms"] = row[f"batch{min(batch_sizes)}"]["median_ms"]
-            row["throughput_img_s"] = row[f"batch{big}"]["img_s"]
-            log(f"{s.label} {name}: {row['latency_ms']:.2f} ms @{min(batch_sizes)}, "
-                f"{row['throughput_img_s']:.1f} img/s @{big}"
-                + (f", agreement {row['top1_agreement']}" if "top1_agreement" in row else ""))
-        _ratios(entry, s.anchor_name)
-        result[s.label] = entry
+        result[s.label] = _benchmark_subject(s, plan)
         # The ceiling is re-measured after each subject and the best kept: under contention a
         # single short measurement understates it (and would inflate the fractions).
         for k, v in measure_peaks(threads, peak_seconds).items():
             peaks[k] = max(peaks.get(k, 0.0), v)
-    bar.close()
+    plan.bar.close()
     result["peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    _add_fractions_of_peak(result, peaks)
+    return result
+
+
+def _benchmark_subject(s: Subject, plan: _Plan) -> dict[str, Any]:
+    """One subject's entry: fp32 references, then every mode prepared, timed and summarised."""
+    pre = s.preprocessing
+    photos = real_inputs(pre, plan.agreement_images, seed=0)
+    calibration = s.calibration if s.calibration is not None else real_inputs(pre, 64, seed=1000)
+    sets = {"photos": photos}
+    if s.test is not None:
+        sets["test"] = s.test[0]
+    entry, refs = _reference_entry(s, plan, photos, sets)
+    inputs = {
+        b: photos[:b] if len(photos) >= b else photos.repeat(-(-b // len(photos)), 1, 1, 1)[:b]
+        for b in plan.batch_sizes
+    }
+    runners = _prepare_modes(s, plan, entry, photos, calibration, sets, refs, inputs)
+    _time_modes(s, plan, entry, runners, inputs)
+    _summarise(s, plan, entry)
+    _ratios(entry, s.anchor_name)
+    return entry
+
+
+def _reference_entry(
+    s: Subject, plan: _Plan, photos: torch.Tensor, sets: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The entry's "info" block and the eager fp32 top-1 of each image set (computed once)."""
+    pre = s.preprocessing
+    eager = build(s.model, "eager_fp32", example=photos)
+    ref_logits = {k: _logits(eager, v, plan.big) for k, v in sets.items()}
+    refs = {k: v.argmax(1) for k, v in ref_logits.items()}
+    margins = {
+        k: round(float((v.topk(2, dim=1).values @ torch.tensor([1.0, -1.0])).median()), 4)
+        for k, v in ref_logits.items()
+    }
+    entry: dict[str, Any] = {
+        "info": {
+            "input": [pre["in_chans"], *pre["size"]],
+            "macs": s.macs,
+            "anchor": s.anchor_name,
+            "threads": plan.threads,
+            "agreement_images": {k: len(v) for k, v in sets.items()},
+            "distinct_fp32_top1": {k: len(set(v.tolist())) for k, v in refs.items()},
+            "median_fp32_top2_margin": margins,
+            "timing": "modes interleaved round by round; median of the rounds",
+            "notes": list(s.notes),
+        }
+    }
+    return entry, refs
+
+
+def _prepare_modes(
+    s: Subject,
+    plan: _Plan,
+    entry: dict[str, Any],
+    photos: torch.Tensor,
+    calibration: torch.Tensor,
+    sets: dict[str, torch.Tensor],
+    refs: dict[str, torch.Tensor],
+    inputs: dict[int, torch.Tensor],
+) -> dict[str, Callable]:
+    """Prepares the anchor and every mode (export, quantize, compile), warms each up at every
+    batch size and measures its agreement with fp32 (and accuracy) on the real images."""
+    candidates = [(s.anchor_name, s.anchor if s.anchor is not None else s.model)]
+    candidates += [(m, None) for m in plan.modes if not (m == "eager_fp32" and s.anchor is None)]
+    runners: dict[str, Callable] = {}
+    onnx_fp32 = None
+    for name, anchor_model in candidates:
+        plan.bar.set_description(f"{s.label}: prepare {name}")
+        t0 = time.perf_counter()
+        if anchor_model is not None:
+            fn = build(anchor_model, "eager_fp32", example=photos)
+        else:
+            if name.startswith("onnxruntime") and onnx_fp32 is None:
+                onnx_fp32 = onnx_bytes(s.model, photos[:2], dynamic_batch=True)
+            fn = build(
+                s.model,
+                name,
+                example=photos,
+                calibration=calibration,
+                threads=plan.threads,
+                onnx_model=onnx_fp32,
+            )
+        for b in plan.batch_sizes:  # compile / first-call costs stay out of the timings
+            for _ in range(2 if name == "compile_bf16" else 1):
+                fn(inputs[b])
+        row: dict[str, Any] = {"prepare_s": round(time.perf_counter() - t0, 2)}
+        if name != s.anchor_name or s.anchor is not None:
+            preds = {k: _top1(fn, v, plan.big) for k, v in sets.items()}
+            row["top1_agreement"] = {
+                k: round(float((preds[k] == refs[k]).float().mean()), 4) for k in sets
+            }
+        else:
+            preds = {"test": _top1(fn, s.test[0], plan.big)} if s.test is not None else {}
+        if s.test is not None:
+            row["test_accuracy"] = round(float((preds["test"] == s.test[1]).float().mean()), 4)
+        runners[name] = fn
+        entry[name] = row
+        plan.bar.update(1)
+    return runners
+
+
+def _time_modes(
+    s: Subject,
+    plan: _Plan,
+    entry: dict[str, Any],
+    runners: dict[str, Callable],
+    inputs: dict[int, torch.Tensor],
+) -> None:
+    """Times the prepared modes interleaved: each round calls every mode in turn, so load from
+    other processes on a shared machine falls on all modes alike."""
+    for b in plan.batch_sizes:
+        plan.bar.set_description(f"{s.label}: timing batch {b}")
+        per_call: dict[str, list[float]] = {n: [] for n in runners}
+        for _ in range(plan.rounds):
+            for name, fn in runners.items():
+                calls, t0 = 0, time.perf_counter()
+                while calls == 0 or time.perf_counter() - t0 < plan.min_seconds / plan.rounds:
+                    fn(inputs[b])
+                    calls += 1
+                per_call[name].append((time.perf_counter() - t0) / calls)
+        for name, times in per_call.items():
+            med = statistics.median(times)
+            entry[name][f"batch{b}"] = {
+                "median_ms": round(med * 1e3, 3),
+                "best_ms": round(min(times) * 1e3, 3),
+                "rounds": len(times),
+                "img_s": round(b / med, 2),
+                "gflops": round(2 * s.macs * b / med / 1e9, 1),
+            }
+        plan.bar.update(1)
+
+
+def _summarise(s: Subject, plan: _Plan, entry: dict[str, Any]) -> None:
+    """Adds each row's headline latency and throughput, and logs them."""
+    small = min(plan.batch_sizes)
+    for name, row in entry.items():
+        if name == "info":
+            continue
+        row["latency_ms"] = row[f"batch{small}"]["median_ms"]
+        row["throughput_img_s"] = row[f"batch{plan.big}"]["img_s"]
+        plan.log(
+            f"{s.label} {name}: {row['latency_ms']:.2f} ms @{small}, "
+            f"{row['throughput_img_s']:.1f} img/s @{plan.big}"
+            + (f", agreement {row['top1_agreement']}" if "top1_agreement" in row else "")
+        )
+
+
+def _add_fractions_of_peak(result: dict[str, Any], peaks: dict[str, float]) -> None:
+    """Adds to every timed cell the fraction of the matmul peak of its mode's arithmetic."""
     for entry in result.values():
         if isinstance(entry, dict) and "info" in entry:
             for name, row in entry.items():
@@ -371,7 +504,6 @@ def run_benchmark(subjects: Sequence[Subject], *, batch_sizes: Sequence[int] = (
                     if key.startswith("batch"):
                         peak = peaks.get(COMPUTE_DTYPE.get(name, "fp32"), peaks["fp32"])
                         cell["fraction_of_peak"] = round(cell["gflops"] / peak, 3)
-    return result
 
 
 def _ratios(entry: dict[str, Any], anchor: str) -> None:
@@ -391,10 +523,13 @@ def pooled(sets: dict[str, float], counts: dict[str, int]) -> float:
     return sum(v * counts[k] for k, v in sets.items()) / total
 
 
-def pick_best(entry: dict[str, Any], anchor: str,
-              agreement: dict[str, dict[str, float]] | None = None,
-              counts: dict[str, int] | None = None, rule: str | None = None
-              ) -> dict[str, Any] | None:
+def pick_best(
+    entry: dict[str, Any],
+    anchor: str,
+    agreement: dict[str, dict[str, float]] | None = None,
+    counts: dict[str, int] | None = None,
+    rule: str | None = None,
+) -> dict[str, Any] | None:
     """Sets entry["best"]: the highest geometric-mean speed-up (latency x throughput) among
     modes whose top-1 agreement with fp32, over all the real images measured, is >= 99 %.
 
@@ -407,8 +542,11 @@ def pick_best(entry: dict[str, Any], anchor: str,
         rule: text describing where the agreement came from.
     """
     if agreement is None:
-        agreement = {n: r["top1_agreement"] for n, r in entry.items()
-                     if isinstance(r, dict) and "top1_agreement" in r}
+        agreement = {
+            n: r["top1_agreement"]
+            for n, r in entry.items()
+            if isinstance(r, dict) and "top1_agreement" in r
+        }
         counts = entry["info"]["agreement_images"]
     best, best_score = None, 0.0
     for name, row in entry.items():
@@ -421,15 +559,19 @@ def pick_best(entry: dict[str, Any], anchor: str,
     if best is None:
         return None
     row = entry[best]
-    entry["best"] = {"mode": best, "latency_ms": row["latency_ms"],
-                     "throughput_img_s": row["throughput_img_s"],
-                     "top1_agreement": round(pooled(agreement[best], counts), 4),
-                     "top1_agreement_by_set": agreement[best],
-                     "latency_speedup": row["latency_speedup"],
-                     "throughput_speedup": row["throughput_speedup"],
-                     "rule": rule or f"highest geometric-mean speed-up among modes whose top-1 "
-                                     f"agreement with fp32 over all real images measured is "
-                                     f">= {AGREEMENT_TARGET:.0%}"}
+    entry["best"] = {
+        "mode": best,
+        "latency_ms": row["latency_ms"],
+        "throughput_img_s": row["throughput_img_s"],
+        "top1_agreement": round(pooled(agreement[best], counts), 4),
+        "top1_agreement_by_set": agreement[best],
+        "latency_speedup": row["latency_speedup"],
+        "throughput_speedup": row["throughput_speedup"],
+        "rule": rule
+        or f"highest geometric-mean speed-up among modes whose top-1 "
+        f"agreement with fp32 over all real images measured is "
+        f">= {AGREEMENT_TARGET:.0%}",
+    }
     return entry["best"]
 
 
@@ -440,10 +582,14 @@ def format_table(result: dict[str, Any]) -> str:
         if not isinstance(entry, dict) or "info" not in entry:
             continue
         anchor = entry["info"]["anchor"]
-        lines.append(f"{label}  input {'x'.join(map(str, entry['info']['input']))}, "
-                     f"{entry['info']['macs'] / 1e6:.0f} M MACs, anchor {anchor}")
-        head = (f"  {'mode':<24}{'lat ms':>9}{'x':>7}{'img/s':>9}{'x':>7}{'GFLOP/s':>9}"
-                f"{'%peak':>7}  agreement")
+        lines.append(
+            f"{label}  input {'x'.join(map(str, entry['info']['input']))}, "
+            f"{entry['info']['macs'] / 1e6:.0f} M MACs, anchor {anchor}"
+        )
+        head = (
+            f"  {'mode':<24}{'lat ms':>9}{'x':>7}{'img/s':>9}{'x':>7}{'GFLOP/s':>9}"
+            f"{'%peak':>7}  agreement"
+        )
         lines.append(head)
         for name, row in entry.items():
             if name == "info" or name.startswith("best"):
@@ -455,11 +601,14 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"  {name:<24}{row['latency_ms']:>9.2f}{row.get('latency_speedup', 1.0):>7.2f}"
                 f"{row['throughput_img_s']:>9.1f}{row.get('throughput_speedup', 1.0):>7.2f}"
-                f"{big['gflops']:>9.1f}{big['fraction_of_peak']:>7.1%}  {agree}")
+                f"{big['gflops']:>9.1f}{big['fraction_of_peak']:>7.1%}  {agree}"
+            )
         for key in ("best", "best_strict_random_weights"):
             b = entry.get(key)
             if b:
-                lines.append(f"  {key}: {b['mode']} ({b['latency_speedup']}x latency, "
-                             f"{b['throughput_speedup']}x throughput, agreement "
-                             f"{b['top1_agreement']:.1%})")
+                lines.append(
+                    f"  {key}: {b['mode']} ({b['latency_speedup']}x latency, "
+                    f"{b['throughput_speedup']}x throughput, agreement "
+                    f"{b['top1_agreement']:.1%})"
+                )
     return "\n".join(lines)

@@ -4,19 +4,35 @@ ONNX Runtime fp32 and int8. Each mode turns an eager model into a callable batch
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 
 from ..device import cpu_has_bf16
 from ..errors import ResNetError
+from . import onnx as onnx_export
+from .quantize import quantize_onnx
 
-MODES = ("eager_fp32", "channels_last", "bf16", "compile_bf16", "onnxruntime_fp32",
-         "onnxruntime_int8")
+MODES = (
+    "eager_fp32",
+    "channels_last",
+    "bf16",
+    "compile_bf16",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+)
 # The numeric type each mode computes in (for the fraction of the matching matmul peak).
-COMPUTE_DTYPE = {"eager_fp32": "fp32", "channels_last": "fp32", "bf16": "bf16",
-                 "compile_bf16": "bf16", "onnxruntime_fp32": "fp32", "onnxruntime_int8": "int8"}
+COMPUTE_DTYPE = {
+    "eager_fp32": "fp32",
+    "channels_last": "fp32",
+    "bf16": "bf16",
+    "compile_bf16": "bf16",
+    "onnxruntime_fp32": "fp32",
+    "onnxruntime_int8": "int8",
+}
 
 
 def cpu_flags() -> set[str]:
@@ -33,20 +49,25 @@ def cpu_flags() -> set[str]:
 class Runner:
     """A callable `batch -> float32 logits` for one mode, in inference mode."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], mode: str, *,
-                 channels_last: bool = False, bf16: bool = False, compiled: bool = False):
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        mode: str,
+        *,
+        channels_last: bool = False,
+        bf16: bool = False,
+        compiled: bool = False,
+    ):
         self.fn, self.mode = fn, mode
         self.channels_last, self.bf16, self.compiled = channels_last, bf16, compiled
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of a preprocessed batch, run the way the mode prescribes."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         grad = torch.no_grad() if self.compiled else torch.inference_mode()
-        amp = (torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16
-               else contextlib.nullcontext())
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         if self.compiled:
-            import torch._inductor.config as inductor_config
-
             frozen = inductor_config.patch(freezing=True)
         else:
             frozen = contextlib.nullcontext()
@@ -54,9 +75,15 @@ class Runner:
             return self.fn(batch).float()
 
 
-def build(model: torch.nn.Module, mode: str, *, example: torch.Tensor,
-          calibration: torch.Tensor | None = None, threads: int | None = None,
-          onnx_model: bytes | None = None) -> Runner:
+def build(
+    model: torch.nn.Module,
+    mode: str,
+    *,
+    example: torch.Tensor,
+    calibration: torch.Tensor | None = None,
+    threads: int | None = None,
+    onnx_model: bytes | None = None,
+) -> Runner:
     """Prepares `model` (eval mode, not modified) for inference in `mode`.
 
     Args:
@@ -67,29 +94,25 @@ def build(model: torch.nn.Module, mode: str, *, example: torch.Tensor,
         threads: ONNX Runtime intra-op threads (PyTorch uses torch.get_num_threads()).
         onnx_model: an fp32 ONNX export of `model` to reuse (saves exporting twice).
     """
-    import copy
-
     if mode not in MODES:
         raise ResNetError(f"unknown inference mode {mode!r}; choose from {', '.join(MODES)}")
     model = model.eval()
     if mode == "eager_fp32":
         return Runner(model, mode)
     if mode in ("bf16", "compile_bf16") and not cpu_has_bf16():
-        raise ResNetError(f"mode {mode} needs a CPU with AVX-512 BF16 or AMX (this one has "
-                          "neither); use channels_last or onnxruntime_int8")
+        raise ResNetError(
+            f"mode {mode} needs a CPU with AVX-512 BF16 or AMX (this one has "
+            "neither); use channels_last or onnxruntime_int8"
+        )
     if mode in ("channels_last", "bf16", "compile_bf16"):
         m = copy.deepcopy(model).to(memory_format=torch.channels_last)
         if mode == "compile_bf16":
             compiled = torch.compile(m, dynamic=False)
             return Runner(compiled, mode, channels_last=True, bf16=True, compiled=True)
         return Runner(m, mode, channels_last=True, bf16=mode == "bf16")
-    from . import onnx as onnx_export
-
     if onnx_model is None:
         onnx_model = onnx_export.onnx_bytes(model, example[:2], dynamic_batch=True)
     if mode == "onnxruntime_int8":
-        from .quantize import quantize_onnx
-
         if calibration is None or len(calibration) == 0:
             raise ResNetError("onnxruntime_int8 needs calibration images")
         onnx_model = quantize_onnx(onnx_model, calibration)

@@ -19,15 +19,16 @@ OUTPUT_NAME = "logits"
 
 def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> dict[str, Any]:
     """The metadata of an export of checkpoint `state` (from `load_checkpoint`)."""
-
     classes = state.get("classes")
     num_classes = state["model_options"].get("num_classes", 0)
     if not classes:
         classes = [str(i) for i in range(num_classes)]
     pre = state.get("preprocessing")
     if not pre:
-        raise ResNetError("the checkpoint has no 'preprocessing'; an export without it could not "
-                          "be used for prediction (re-save it with resnet >= 0.1)")
+        raise ResNetError(
+            "the checkpoint has no 'preprocessing'; an export without it could not "
+            "be used for prediction (re-save it with resnet >= 0.1)"
+        )
     return {
         "format": fmt,
         "arch": state.get("arch", "custom"),
@@ -40,28 +41,35 @@ def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> di
         "source_versions": state.get("versions", {}),
         # An ensemble's output is the log of its members' mean probability, not raw logits:
         # softmax and argmax treat it the same; margins and temperatures do not.
-        **({"members": len(state["members"]), "output_kind": "log_probabilities"}
-           if "members" in state else {}),
+        **(
+            {"members": len(state["members"]), "output_kind": "log_probabilities"}
+            if "members" in state
+            else {}
+        ),
     }
 
 
 def encode(meta: dict[str, Any]) -> str:
+    """`meta` as the JSON text stored in an exported file."""
     return json.dumps(meta, sort_keys=True)
 
 
 def decode(text: str | bytes, where: str) -> dict[str, Any]:
+    """The metadata dict stored as JSON `text`; ResNetError naming `where` if it is not one."""
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
         meta = None
     if not isinstance(meta, dict) or "classes" not in meta or "preprocessing" not in meta:
-        raise ResNetError(f"{where} carries no resnet metadata (classes, preprocessing); "
-                          "export it with `resnet export`")
+        raise ResNetError(
+            f"{where} carries no resnet metadata (classes, preprocessing); "
+            "export it with `resnet export`"
+        )
     return meta
 
 
 def detect_format(path: str | Path) -> str:
-    """"checkpoint", "onnx", "torchscript" or "exported-program", from the file's contents."""
+    """ "checkpoint", "onnx", "torchscript" or "exported-program", from the file's contents."""
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"model file not found: {path}")

@@ -26,9 +26,15 @@ EXPORTERS = ("dynamo", "legacy")
 DYNAMO_MIN_OPSET = 18  # torch 2.14's dynamo exporter has no lower-opset implementations
 
 
-def onnx_bytes(model: torch.nn.Module, example: torch.Tensor, *, dynamic_batch: bool = True,
-               opset: int | None = None, metadata: dict[str, Any] | None = None,
-               exporter: str = "dynamo") -> bytes:
+def onnx_bytes(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    *,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    exporter: str = "dynamo",
+) -> bytes:
     """Serialises `model` (eval mode) to an ONNX model with input "input" and output "logits".
 
     Args:
@@ -40,14 +46,16 @@ def onnx_bytes(model: torch.nn.Module, example: torch.Tensor, *, dynamic_batch: 
             holding the whole dict).
         exporter: "dynamo" (default) or "legacy" (the deprecated TorchScript-based exporter).
     """
-    import onnx
+    import onnx  # optional heavy dependency (protobuf schemas): loaded only when exporting
 
     if exporter not in EXPORTERS:
         raise ResNetError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
     if exporter == "dynamo" and opset is not None and opset < DYNAMO_MIN_OPSET:
-        raise ResNetError(f"the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET} (its "
-                          f"down-conversion fails for Pad); for opset {opset} use "
-                          "--exporter legacy")
+        raise ResNetError(
+            f"the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET} (its "
+            f"down-conversion fails for Pad); for opset {opset} use "
+            "--exporter legacy"
+        )
     kw: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
     if opset is not None:
         kw["opset_version"] = int(opset)
@@ -58,8 +66,9 @@ def onnx_bytes(model: torch.nn.Module, example: torch.Tensor, *, dynamic_batch: 
                 if dynamic_batch:
                     batch = torch.export.Dim("batch", min=1)
                     kw["dynamic_shapes"] = ({0: batch},)
-                program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
-                                            optimize=True, **kw)
+                program = torch.onnx.export(
+                    model, (example,), dynamo=True, verbose=False, optimize=True, **kw
+                )
                 proto = program.model_proto
             else:
                 if dynamic_batch:
@@ -83,49 +92,62 @@ def set_metadata(proto, metadata: dict[str, Any]) -> None:
     keep = [p for p in proto.metadata_props if p.key not in ("classes", "preprocessing", "resnet")]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
-    for key, value in (("classes", metadata["classes"]),
-                       ("preprocessing", metadata["preprocessing"]), ("resnet", metadata)):
+    for key, value in (
+        ("classes", metadata["classes"]),
+        ("preprocessing", metadata["preprocessing"]),
+        ("resnet", metadata),
+    ):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value, sort_keys=True)
 
 
 def read_metadata(model: str | os.PathLike | bytes) -> dict[str, Any]:
     """The resnet metadata of an ONNX file (or its bytes)."""
-    import onnx
+    import onnx  # optional heavy dependency: loaded only when an ONNX file is read
 
     where = "the ONNX model" if isinstance(model, bytes) else str(model)
     try:
-        proto = (onnx.load_from_string(model) if isinstance(model, bytes)
-                 else onnx.load(str(model), load_external_data=False))
+        proto = (
+            onnx.load_from_string(model)
+            if isinstance(model, bytes)
+            else onnx.load(str(model), load_external_data=False)
+        )
     except Exception as e:  # noqa: BLE001 - protobuf decode errors
         raise ResNetError(f"{where} is not a readable ONNX model: {str(e)[:120]}") from None
     props = {p.key: p.value for p in proto.metadata_props}
     if "resnet" in props:
         meta = decode(props["resnet"], where)
     else:
-        meta = decode(json.dumps({k: json.loads(props[k]) for k in ("classes", "preprocessing")
-                                  if k in props}), where)
+        meta = decode(
+            json.dumps(
+                {k: json.loads(props[k]) for k in ("classes", "preprocessing") if k in props}
+            ),
+            where,
+        )
     return meta
 
 
-def session(model: str | os.PathLike | bytes, threads: int | None = None,
-            optimize: bool = True):
+def session(model: str | os.PathLike | bytes, threads: int | None = None, optimize: bool = True):
     """An ONNX Runtime CPU InferenceSession for a file or serialised model."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional heavy dependency: loaded only when a model runs in it
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     src = model if isinstance(model, bytes) else str(Path(model))
     try:
         return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise ResNetError(f"ONNX Runtime cannot load the model: {str(e).splitlines()[0][:200]}") \
-            from None
+        raise ResNetError(
+            f"ONNX Runtime cannot load the model: {str(e).splitlines()[0][:200]}"
+        ) from None
 
 
 class OrtRunner:
@@ -139,8 +161,11 @@ class OrtRunner:
             self.fixed_batch = None
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of `batch` (refused when its size differs from a fixed batch)."""
         x = batch.detach().to(torch.float32).contiguous().numpy()
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
-            raise ResNetError(f"this ONNX model has a fixed batch size of {self.fixed_batch} "
-                              f"(got {x.shape[0]}); re-export with --dynamic-batch")
+            raise ResNetError(
+                f"this ONNX model has a fixed batch size of {self.fixed_batch} "
+                f"(got {x.shape[0]}); re-export with --dynamic-batch"
+            )
         return torch.from_numpy(self.session.run(None, {self.input: x})[0])

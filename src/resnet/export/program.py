@@ -26,8 +26,9 @@ def torchscript_bytes(model: torch.nn.Module, metadata: dict[str, Any] | None = 
         try:
             scripted = torch.jit.script(model)
         except Exception as e:  # noqa: BLE001 - TorchScript frontend errors
-            raise ResNetError(f"TorchScript export failed: {str(e).splitlines()[0][:200]}") \
-                from None
+            raise ResNetError(
+                f"TorchScript export failed: {str(e).splitlines()[0][:200]}"
+            ) from None
         extra = {EXTRA_FILE: encode(metadata)} if metadata else {}
         torch.jit.save(scripted, buf, _extra_files=extra)
     return buf.getvalue()
@@ -45,8 +46,13 @@ def load_torchscript(f: str | os.PathLike | bytes) -> tuple[torch.jit.ScriptModu
     return module.eval(), decode(extra[EXTRA_FILE], "the TorchScript file")
 
 
-def program_bytes(model: torch.nn.Module, example: torch.Tensor, *, dynamic_batch: bool = True,
-                  metadata: dict[str, Any] | None = None) -> bytes:
+def program_bytes(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    *,
+    dynamic_batch: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
     """`torch.export.export` of `model` saved as a .pt2 archive with metadata as an extra file."""
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     try:
@@ -65,6 +71,7 @@ def load_program(f: str | os.PathLike | bytes) -> tuple[torch.nn.Module, dict]:
     try:
         ep = torch.export.load(_source(f), extra_files=extra)
     except Exception as e:  # noqa: BLE001
-        raise ResNetError(f"cannot load the ExportedProgram: {str(e).splitlines()[0][:160]}") \
-            from None
+        raise ResNetError(
+            f"cannot load the ExportedProgram: {str(e).splitlines()[0][:160]}"
+        ) from None
     return ep.module(), decode(extra[EXTRA_FILE], "the ExportedProgram file")

@@ -19,6 +19,8 @@ from .metadata import INPUT_NAME
 
 
 def _reader(calibration: torch.Tensor, batch_size: int):
+    """An ONNX Runtime calibration reader over `calibration` in batches of `batch_size`."""
+    # onnxruntime is an optional heavy dependency: loaded only when a model is quantized.
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -29,14 +31,16 @@ def _reader(calibration: torch.Tensor, batch_size: int):
 
         def _batches(self):
             for i in range(0, len(calibration), batch_size):
-                yield {INPUT_NAME: calibration[i:i + batch_size].float().contiguous().numpy()}
+                yield {INPUT_NAME: calibration[i : i + batch_size].float().contiguous().numpy()}
 
         def get_next(self):
+            """The next calibration batch, or None after the last."""
             if self._it is None:
                 self._it = self._batches()
             return next(self._it, None)
 
         def rewind(self):
+            """Starts again from the first batch."""
             self._it = None
 
     return Reader()
@@ -52,9 +56,24 @@ def _calibration_options(batches: int) -> dict:
     return {}
 
 
-def quantize_onnx(model: bytes | str | os.PathLike, calibration: torch.Tensor, *,
-                  per_channel: bool = True, batch_size: int = 8,
-                  method: str = "minmax", keep_ends_fp32: bool = True) -> bytes:
+def _end_nodes(path: Path) -> list[str]:
+    """Names of the first and last compute nodes (Conv, Gemm, MatMul) of an ONNX file."""
+    import onnx  # optional heavy dependency: loaded only when quantizing
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    compute = [n.name for n in nodes if n.op_type in ("Conv", "Gemm", "MatMul")]
+    return [compute[0], compute[-1]] if len(compute) > 2 else []
+
+
+def quantize_onnx(
+    model: bytes | str | os.PathLike,
+    calibration: torch.Tensor,
+    *,
+    per_channel: bool = True,
+    batch_size: int = 8,
+    method: str = "minmax",
+    keep_ends_fp32: bool = True,
+) -> bytes:
     """Statically quantizes an fp32 ONNX classifier to int8 (QDQ: int8 weights per channel,
     uint8 activations), with ranges observed on `calibration` (preprocessed training images).
 
@@ -71,6 +90,7 @@ def quantize_onnx(model: bytes | str | os.PathLike, calibration: torch.Tensor, *
     Returns:
         The quantized model's bytes, metadata_props kept.
     """
+    # onnx and onnxruntime are optional heavy dependencies: loaded only when quantizing.
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -80,8 +100,11 @@ def quantize_onnx(model: bytes | str | os.PathLike, calibration: torch.Tensor, *
         quantize_static,
     )
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ResNetError(f"calibration method must be one of {', '.join(methods)}")
     if len(calibration) == 0:
@@ -95,15 +118,16 @@ def quantize_onnx(model: bytes | str | os.PathLike, calibration: torch.Tensor, *
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize as is
             pre = src
-        exclude = []
-        if keep_ends_fp32:
-            nodes = onnx.load(str(pre), load_external_data=False).graph.node
-            compute = [n.name for n in nodes if n.op_type in ("Conv", "Gemm", "MatMul")]
-            exclude = [compute[0], compute[-1]] if len(compute) > 2 else []
+        exclude = _end_nodes(pre) if keep_ends_fp32 else []
         quantize_static(
-            str(pre), str(dst), _reader(calibration, batch_size), quant_format=QuantFormat.QDQ,
-            per_channel=per_channel, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            str(pre),
+            str(dst),
+            _reader(calibration, batch_size),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
             nodes_to_exclude=exclude,
             extra_options=_calibration_options(-(-len(calibration) // batch_size)),
         )

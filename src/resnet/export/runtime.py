@@ -9,8 +9,13 @@ from typing import Any
 
 import torch
 
+from ..data.transforms import eval_transform
+from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
-from .metadata import detect_format
+from . import formats
+from .metadata import detect_format, make_metadata
+from .parity import check_parity
+from .samples import real_inputs
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -26,9 +31,18 @@ class Classifier:
         model: the eager `nn.Module` when the source is a checkpoint (Grad-CAM needs it), else None.
     """
 
-    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], *, classes: list[str],
-                 preprocessing: dict[str, Any], backend: str, source: str, path: Path,
-                 model: torch.nn.Module | None = None, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        run: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        classes: list[str],
+        preprocessing: dict[str, Any],
+        backend: str,
+        source: str,
+        path: Path,
+        model: torch.nn.Module | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
         self._run = run
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
@@ -47,17 +61,19 @@ class Classifier:
 
     def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The eval transform: float [C, H, W] image in [0, 1] -> model input."""
-        from ..data.transforms import eval_transform
-
         return eval_transform(self.preprocessing)
 
     def __repr__(self) -> str:
-        return (f"Classifier({self.path.name}, source={self.source}, backend={self.backend}, "
-                f"{len(self.classes)} classes)")
+        """Names the file, its source format, backend and class count."""
+        return (
+            f"Classifier({self.path.name}, source={self.source}, backend={self.backend}, "
+            f"{len(self.classes)} classes)"
+        )
 
 
-def load_classifier(path: str | os.PathLike, backend: str | None = None,
-                    threads: int | None = None) -> Classifier:
+def load_classifier(
+    path: str | os.PathLike, backend: str | None = None, threads: int | None = None
+) -> Classifier:
     """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2).
 
     Args:
@@ -70,41 +86,62 @@ def load_classifier(path: str | os.PathLike, backend: str | None = None,
     Raises:
         ResNetError: unreadable file, or a backend that cannot run this format.
     """
-    from . import formats
-
     path = Path(path)
     if backend is not None and backend not in BACKENDS:
         raise ResNetError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     source = detect_format(path)
-    if source == "onnx":
-        if backend == "torch":
-            raise ResNetError(f"{path} is an ONNX model: it runs with --backend onnxruntime")
-        run, meta = formats.load_serialized("onnx", path, threads)
-        return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
-                          backend="onnxruntime", source=source, path=path, metadata=meta)
-    if source in ("torchscript", "exported-program"):
-        if backend == "onnxruntime":
-            raise ResNetError(f"{path} is a {source} file: it runs with --backend torch "
-                              "(export the checkpoint to ONNX for onnxruntime)")
-        run, meta = formats.load_serialized(source, path)
-        return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
-                          backend="torch", source=source, path=path, metadata=meta)
-
-    from ..engine.ensemble import load_model_or_ensemble
-    from .metadata import make_metadata
-
+    if source != "checkpoint":
+        return _load_exported(path, source, backend, threads)
     model, state = load_model_or_ensemble(path)
     meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
     if backend == "onnxruntime":
-        from .parity import check_parity
-        from .samples import real_inputs
-
         x = real_inputs(meta["preprocessing"], 4)
         data = formats.serialize(model, "onnx", x[:2], dynamic_batch=True, metadata=meta)
         run, _ = formats.load_serialized("onnx", data, threads)
         check_parity(model, run, x, runtime="onnxruntime", batch_sizes=(1, 3))
     else:
         run = model
-    return Classifier(run, classes=meta["classes"], preprocessing=meta["preprocessing"],
-                      backend=backend or "torch", source=source, path=path, model=model,
-                      metadata=meta)
+    return Classifier(
+        run,
+        classes=meta["classes"],
+        preprocessing=meta["preprocessing"],
+        backend=backend or "torch",
+        source=source,
+        path=path,
+        model=model,
+        metadata=meta,
+    )
+
+
+def _load_exported(path: Path, source: str, backend: str | None, threads: int | None) -> Classifier:
+    """A Classifier over an exported file (ONNX, TorchScript or ExportedProgram)."""
+    if source == "onnx":
+        if backend == "torch":
+            raise ResNetError(f"{path} is an ONNX model: it runs with --backend onnxruntime")
+        run, meta = formats.load_serialized("onnx", path, threads)
+        return Classifier(
+            run,
+            classes=meta["classes"],
+            preprocessing=meta["preprocessing"],
+            backend="onnxruntime",
+            source=source,
+            path=path,
+            metadata=meta,
+        )
+    if source in ("torchscript", "exported-program"):
+        if backend == "onnxruntime":
+            raise ResNetError(
+                f"{path} is a {source} file: it runs with --backend torch "
+                "(export the checkpoint to ONNX for onnxruntime)"
+            )
+        run, meta = formats.load_serialized(source, path)
+        return Classifier(
+            run,
+            classes=meta["classes"],
+            preprocessing=meta["preprocessing"],
+            backend="torch",
+            source=source,
+            path=path,
+            metadata=meta,
+        )
+    raise ResNetError(f"{path}: unknown model format {source!r}")

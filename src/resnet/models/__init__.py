@@ -1,29 +1,49 @@
-"""Model definitions: blocks, the ResNet module, the variant specs and their registry."""
+"""Model definitions: blocks, the ResNet module, the variant specs, their registry and weights.
+
+`registry` names the variants; `catalogue` lists known pretrained weights, `weight_files`
+downloads and reads them, `loading` fits them into a model, and `factory.create` puts the two
+together.
+"""
 
 from . import specs as _specs  # noqa: F401  (fills the registry)
+from .catalogue import Weights, get_weights, list_weights
 from .ensemble import Ensemble
+from .factory import create, model_from_weights
+from .loading import LoadReport, load_weights
 from .registry import (
     ModelEntry,
+    build,
     count_macs,
     count_params,
-    create,
     get_entry,
     list_models,
     model_info,
     plain_name,
 )
 from .resnet import ResNet, ResNetSpec
+from .weight_files import WeightsSource, open_weights
+from .wrappers import unwrap
 
 __all__ = [
     "Ensemble",
+    "LoadReport",
     "ModelEntry",
     "ResNet",
     "ResNetSpec",
+    "Weights",
+    "WeightsSource",
+    "build",
     "count_macs",
     "count_params",
     "create",
     "get_entry",
+    "get_weights",
     "list_models",
+    "list_weights",
+    "load_weights",
+    "model_from_weights",
     "model_info",
+    "open_weights",
     "plain_name",
+    "unwrap",
 ]

@@ -60,6 +60,7 @@ class _Block(nn.Module):
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
 
     def last_layer(self) -> nn.Module:
+        """The block's last affine layer (each block class says which)."""
         raise NotImplementedError
 
     def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
@@ -105,9 +106,11 @@ class BasicBlock(_Block):
         self.act2 = act()
 
     def last_layer(self) -> nn.Module:
+        """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
         return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for `x`: the residual branch plus the shortcut."""
         x = self.pool(x)
         out = self.dropout(self.act1(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
@@ -140,9 +143,11 @@ class Bottleneck(_Block):
         self.act3 = act()
 
     def last_layer(self) -> nn.Module:
+        """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
         return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for `x`: the residual branch plus the shortcut."""
         x = self.pool(x)
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.dropout(self.act2(self.bn2(self.conv2(out))))
@@ -173,9 +178,11 @@ class PreActBasicBlock(_Block):
         self.conv2 = conv3x3(planes, planes)
 
     def last_layer(self) -> nn.Module:
+        """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
         return self.conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for `x`: the residual branch plus the shortcut."""
         x = self.pool(x)
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)
@@ -206,9 +213,11 @@ class PreActBottleneck(_Block):
         self.conv3 = conv1x1(width, planes * self.expansion)
 
     def last_layer(self) -> nn.Module:
+        """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
         return self.conv3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for `x`: the residual branch plus the shortcut."""
         x = self.pool(x)
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)

@@ -25,6 +25,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log of the members' mean class probabilities for `x`."""
         outs: list[torch.Tensor] = []
         for m in self.members:  # a plain loop: TorchScript unrolls it over the ModuleList
             outs.append(m(x).float().log_softmax(1))

@@ -62,6 +62,7 @@ class GlobalPool(nn.Module):
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C)."""
         # Adaptive pools, not mean/amax: exported graphs keep GlobalAveragePool/GlobalMaxPool.
         if self.kind == "avg":
             return F.adaptive_avg_pool2d(x, 1).flatten(1)
@@ -70,14 +71,17 @@ class GlobalPool(nn.Module):
         return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)).flatten(1)
 
     def extra_repr(self) -> str:
+        """The pool's kind, shown in the module's repr."""
         return self.kind
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A 3x3 convolution with padding 1 and no bias (a norm layer follows it)."""
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """A 1x1 convolution with no bias (a norm layer follows it)."""
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
@@ -95,6 +99,7 @@ class PadShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` subsampled by the stride, with zero channels appended."""
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra:
@@ -142,6 +147,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with whole samples zeroed at rate `p` in training, the rest scaled by 1/(1-p)."""
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
@@ -149,4 +155,5 @@ class DropPath(nn.Module):
         return x * mask / keep
 
     def extra_repr(self) -> str:
+        """The drop rate, shown in the module's repr."""
         return f"p={self.p}"

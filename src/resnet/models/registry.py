@@ -1,4 +1,7 @@
-"""The one registry of named variants: it feeds `create`, `resnet models`, the CLI and the tests."""
+"""The one registry of named variants: it feeds `create`, `resnet models`, the CLI and the tests.
+
+`build(name)` makes a registered model with fresh weights; `factory.create` adds the weights.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,7 @@ class ModelEntry:
 
     @property
     def plain(self) -> bool:
+        """True for a net without shortcuts (the plain twin of a residual net)."""
         return not self.spec.skip
 
 
@@ -48,6 +51,7 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 
 def canonical_name(name: str) -> str:
+    """The registry's spelling of a name: lower case, underscores for dashes."""
     return name.strip().lower().replace("-", "_")
 
 
@@ -56,6 +60,11 @@ def _squash(name: str) -> str:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registered variant a name means (case, dashes and underscores forgiven).
+
+    Raises:
+        ValueError: no such model; the message suggests close names.
+    """
     key = canonical_name(name)
     if key not in _REGISTRY:  # "ResNet-20", "wrn-28-10", "resnext50-32x4d" name registered nets too
         key = next((n for n in _REGISTRY if _squash(n) == _squash(name)), key)
@@ -74,55 +83,63 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pat)]
 
 
-def create(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    skip: bool | None = None,
-    shortcut: str | None = None,
-    weights: str | os.PathLike | None = None,
-    **options,
-) -> ResNet:
-    """Builds a registered model.
-
-    Args:
-        name: a registered name (`resnet.list_models()`), case and dashes ignored.
-        num_classes: classifier outputs; defaults to the weights' head, else the paper's (1000
-            ImageNet, 10 CIFAR). A count other than the weights' gets a fresh head.
-        in_chans: input channels; defaults to the weights' (else 3). Other counts than the
-            weights' adapt the first conv (1 channel: the RGB kernels summed).
-        skip: False gives the plain twin (the same layers, no shortcuts).
-        shortcut: override the shortcut kind ("A", "B", "D").
-        weights: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT", "timm:resnet50.a1_in1k",
-            "fashion-mnist" (shipped), or a .pth/.pt/.safetensors path; see
-            `resnet.models.weights`. The model then carries `pretrained_cfg` (classes,
-            preprocessing, source) and `weights_report` (what was loaded and adapted).
-        **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
-            block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
-    """
-    entry = get_entry(name)
+def variant_spec(
+    entry: ModelEntry, skip: bool | None = None, shortcut: str | None = None
+) -> ResNetSpec:
+    """The entry's spec, or its plain twin (`skip=False`) / another shortcut kind."""
     spec = entry.spec
     if skip is not None:
         spec = dataclasses.replace(spec, skip=skip)
     if shortcut is not None:
         spec = dataclasses.replace(spec, shortcut=shortcut.upper())
+    return spec
+
+
+def check_options(entry: ModelEntry, options: dict) -> None:
+    """Raises TypeError naming the options `ResNet` does not take."""
     unknown = set(options) - OPTIONS
     if unknown:
         raise TypeError(
             f"unknown option(s) for {entry.name}: {', '.join(sorted(unknown))}; "
             f"known: {', '.join(sorted(OPTIONS))}"
         )
-    src = None
-    if weights is not None:  # imported here: building a model without weights needs only torch
-        from .weights import open_weights
 
-        src = open_weights(weights, entry.name)
-        num_classes = src.num_classes if num_classes is None else num_classes
-        in_chans = src.in_chans if in_chans is None else in_chans
-        for key in ("small_input", "norm", "act", "global_pool"):  # structure of our weights
-            if key in (src.meta.get("model_options") or {}):
-                options.setdefault(key, src.meta["model_options"][key])
+
+def _arch_name(entry: ModelEntry, spec: ResNetSpec) -> str:
+    """The registered name a (possibly changed) spec goes by: the entry's, its plain twin's, or
+    `<name>(custom)`."""
+    if spec == entry.spec:
+        return entry.name
+    twin = plain_name(entry.name) if not spec.skip else None
+    same = twin in _REGISTRY and _REGISTRY[twin].spec == dataclasses.replace(
+        spec, shortcut=_REGISTRY[twin].spec.shortcut
+    )
+    return twin if same else f"{entry.name}(custom)"
+
+
+def build(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    skip: bool | None = None,
+    shortcut: str | None = None,
+    **options,
+) -> ResNet:
+    """Builds a registered model with fresh weights (`resnet.create` also loads weights).
+
+    Args:
+        name: a registered name (`resnet.list_models()`), case and dashes ignored.
+        num_classes: classifier outputs; defaults to the paper's (1000 ImageNet, 10 CIFAR).
+        in_chans: input channels (default 3).
+        skip: False gives the plain twin (the same layers, no shortcuts).
+        shortcut: override the shortcut kind ("A", "B", "D").
+        **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
+            block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
+    """
+    entry = get_entry(name)
+    spec = variant_spec(entry, skip, shortcut)
+    check_options(entry, options)
     kwargs = dict(entry.defaults)
     kwargs.update(options)
     model = ResNet(
@@ -131,18 +148,7 @@ def create(
         3 if in_chans is None else in_chans,
         **kwargs,
     )
-    model.arch = entry.name
-    if spec != entry.spec:
-        twin = plain_name(entry.name) if not spec.skip else None
-        same = twin in _REGISTRY and _REGISTRY[twin].spec == dataclasses.replace(
-            spec, shortcut=_REGISTRY[twin].spec.shortcut
-        )
-        model.arch = twin if same else f"{entry.name}(custom)"
-    if src is not None:
-        from .weights import load_weights, pretrained_cfg
-
-        model.weights_report = load_weights(model, src)
-        model.pretrained_cfg = pretrained_cfg(src, model.weights_report)
+    model.arch = _arch_name(entry, spec)
     return model
 
 
@@ -153,12 +159,13 @@ def plain_name(name: str) -> str:
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters (every element of every parameter tensor)."""
     return sum(p.numel() for p in model.parameters())
 
 
 def count_macs(model: nn.Module, input_size: int, in_chans: int = 3) -> int:
     """Multiply-accumulates of one forward pass at `input_size`, counted on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # heavy (pulls in triton): only here
 
     x = torch.empty(1, in_chans, input_size, input_size, device="meta")
     counter = FlopCounterMode(display=False)
@@ -171,7 +178,7 @@ def model_info(name: str) -> dict:
     """Name, family, depth, parameters and MACs at the native input size, without real weights."""
     entry = get_entry(name)
     with torch.device("meta"):
-        model = create(name)
+        model = build(name)
     return dict(
         name=entry.name,
         family=entry.family,

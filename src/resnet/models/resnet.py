@@ -81,9 +81,7 @@ class ResNetSpec:
                 f"shortcut must be one of {', '.join(SHORTCUTS)}, not {self.shortcut!r}"
             )
         if self.stride_on not in ("3x3", "1x1", "pool"):
-            raise ValueError(
-                f"stride_on must be '3x3', '1x1' or 'pool', not {self.stride_on!r}"
-            )
+            raise ValueError(f"stride_on must be '3x3', '1x1' or 'pool', not {self.stride_on!r}")
         if len(self.depths) != len(self.widths) or len(self.depths) not in (3, 4):
             raise ValueError("depths and widths need one entry per stage, 3 or 4 stages")
         if min(self.depths) < 1 or min(self.widths) < 1:
@@ -91,6 +89,7 @@ class ResNetSpec:
 
     @property
     def expansion(self) -> int:
+        """Output channels per unit of width: 1 for basic blocks, 4 for bottlenecks."""
         return BLOCKS[(self.block, self.preact)].expansion
 
     @property
@@ -101,18 +100,46 @@ class ResNetSpec:
         return per_block * sum(self.depths) + stem + 1
 
     def to_dict(self) -> dict:
+        """The spec as plain data (lists, not tuples), for JSON and checkpoints."""
         d = dataclasses.asdict(self)
         d["depths"], d["widths"] = list(self.depths), list(self.widths)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ResNetSpec:
+        """The spec `to_dict` wrote; unknown fields raise ValueError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown ResNetSpec fields: {', '.join(sorted(unknown))}")
         d = dict(d, depths=tuple(d["depths"]), widths=tuple(d["widths"]))
         return cls(**d)
+
+
+def _check_options(
+    spec: ResNetSpec,
+    num_classes: int,
+    in_chans: int,
+    *,
+    small_input: bool,
+    zero_init_residual: bool,
+    rates: dict[str, float],
+) -> None:
+    """Refuses constructor options that contradict each other or the spec."""
+    if num_classes < 0 or in_chans < 1:
+        raise ValueError(f"need num_classes >= 0 and in_chans >= 1 (got {num_classes}, {in_chans})")
+    for name, p in rates.items():
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {p}")
+    if small_input and spec.stem in SMALL_STEMS:
+        raise ValueError(
+            "small_input applies to ImageNet stems; the "
+            f"{'CIFAR' if spec.stem == 'cifar' else spec.stem} stem is already 3x3/1"
+        )
+    if zero_init_residual and not spec.skip:
+        raise ValueError(
+            "zero_init_residual would zero every block of a plain net: it has no skips"
+        )
 
 
 class ResNet(nn.Module):
@@ -154,26 +181,18 @@ class ResNet(nn.Module):
         grad_checkpointing: bool = False,
     ):
         super().__init__()
-        if num_classes < 0 or in_chans < 1:
-            raise ValueError(
-                f"need num_classes >= 0 and in_chans >= 1 (got {num_classes}, {in_chans})"
-            )
-        for name, p in (
-            ("drop_path_rate", drop_path_rate),
-            ("block_dropout", block_dropout),
-            ("head_dropout", head_dropout),
-        ):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {p}")
-        if small_input and spec.stem in SMALL_STEMS:
-            raise ValueError(
-                "small_input applies to ImageNet stems; the "
-                f"{'CIFAR' if spec.stem == 'cifar' else spec.stem} stem is already 3x3/1"
-            )
-        if zero_init_residual and not spec.skip:
-            raise ValueError(
-                "zero_init_residual would zero every block of a plain net: it has no skips"
-            )
+        _check_options(
+            spec,
+            num_classes,
+            in_chans,
+            small_input=small_input,
+            zero_init_residual=zero_init_residual,
+            rates=dict(
+                drop_path_rate=drop_path_rate,
+                block_dropout=block_dropout,
+                head_dropout=head_dropout,
+            ),
+        )
         self.spec = spec
         self.options = dict(
             num_classes=num_classes,
@@ -191,9 +210,15 @@ class ResNet(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         make_norm = norm_factory(norm)
         make_act = act_factory(act)
-        block = BLOCKS[(spec.block, spec.preact)]
+        reduction = self._build_stem(in_chans, small_input, make_norm, make_act)
+        inplanes = self._build_stages(reduction, drop_path_rate, block_dropout, make_norm, make_act)
+        self._build_head(inplanes, num_classes, global_pool, head_dropout, make_norm, make_act)
+        self._init_weights(zero_init_residual)
 
-        # Stem. A pre-activation CIFAR net starts with a bare conv: its first block normalises.
+    def _build_stem(self, in_chans: int, small_input: bool, make_norm, make_act) -> int:
+        """Adds conv1, bn1, act1 and maxpool; returns the stem's total reduction."""
+        # A pre-activation CIFAR net starts with a bare conv: its first block normalises.
+        spec = self.spec
         sw = spec.stem_width
         stride = 1 if small_input else 2
         if spec.stem == "imagenet":
@@ -230,12 +255,17 @@ class ResNet(nn.Module):
         self.feature_info = [
             dict(num_chs=sw, reduction=reduction, module="conv1" if bare_stem else "act1")
         ]
-        reduction *= 2 if has_pool and not self.pool_first else 1
+        return reduction * (2 if has_pool and not self.pool_first else 1)
 
-        # Stages.
+    def _build_stages(
+        self, reduction: int, drop_path_rate: float, block_dropout: float, make_norm, make_act
+    ) -> int:
+        """Adds layer1..layer4 and their `feature_info`; returns the last stage's channels."""
+        spec = self.spec
+        block = BLOCKS[(spec.block, spec.preact)]
         total = sum(spec.depths)
         index = 0
-        inplanes = sw
+        inplanes = spec.stem_width
         self.stage_names = []
         for i, (n, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
             stage_stride = 1 if i == 0 else 2
@@ -268,16 +298,27 @@ class ResNet(nn.Module):
             self.feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
         if len(spec.depths) == 3:
             self.layer4 = nn.Identity()  # CIFAR-style nets have three stages; no parameters here.
+        return inplanes
 
+    def _build_head(
+        self,
+        inplanes: int,
+        num_classes: int,
+        global_pool: str,
+        head_dropout: float,
+        make_norm,
+        make_act,
+    ) -> None:
+        """Adds the final norm (pre-activation nets), the global pool and the classifier."""
         # Pre-activation nets normalise once more before pooling (the last block ends on a conv).
-        self.final_norm = make_norm(inplanes) if spec.preact else nn.Identity()
-        self.final_act = make_act() if spec.preact else nn.Identity()
+        preact = self.spec.preact
+        self.final_norm = make_norm(inplanes) if preact else nn.Identity()
+        self.final_act = make_act() if preact else nn.Identity()
         self.num_features = inplanes
         self.global_pool = GlobalPool(global_pool)
         self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes) if num_classes else nn.Identity()
         self.num_classes = num_classes
-        self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
@@ -299,6 +340,7 @@ class ResNet(nn.Module):
                     m.zero_init_last()
 
     def stages(self) -> list[nn.Sequential]:
+        """The residual stages (`layer1`, `layer2`, ...) in order."""
         return [getattr(self, n) for n in self.stage_names]
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -308,10 +350,12 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turns recomputing activations in the backward pass on or off."""
         self.grad_checkpointing = enable
         self.options["grad_checkpointing"] = enable
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's output: first conv(s), norm, activation and pool."""
         if self.pool_first:
             return self.act1(self.bn1(self.maxpool(self.conv1(x))))
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
@@ -338,6 +382,7 @@ class ResNet(nn.Module):
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map (N, num_features, H', W'), before pooling."""
         x = self.forward_stem(x)
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
             x = self._checkpointed_stages(x)
@@ -346,8 +391,10 @@ class ResNet(nn.Module):
         return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled features (`pre_logits`) or class logits from a feature map."""
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (or pooled features when the model has no head) for images `x`."""
         return self.forward_head(self.forward_features(x))

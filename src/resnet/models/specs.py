@@ -129,8 +129,8 @@ for d, k in ((16, 4), (16, 8), (28, 10), (40, 2), (40, 4)):
 SPEEDRUN = "this project's Fashion-MNIST speed run (docs/recipes.md)"
 _fast = {}
 for name, depths, widths, stem_width in (
-    ("fast_resnet8_24", (1, 1, 1), (24, 48, 96), 16),  # report D's net
-    ("fast_resnet8_32", (1, 1, 1), (32, 64, 128), 16),  # report C's net
+    ("fast_resnet8_24", (1, 1, 1), (24, 48, 96), 16),  # 24/48/96: the lightest speed-run net
+    ("fast_resnet8_32", (1, 1, 1), (32, 64, 128), 16),  # 32/64/128: the wider speed-run net
     ("fast_resnet8", (1, 1, 1), (48, 96, 192), 32),
     ("fast_resnet8_64", (1, 1, 1), (64, 128, 256), 32),
     ("fast_resnet14", (2, 2, 2), (32, 64, 128), 32),

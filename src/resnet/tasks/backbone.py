@@ -57,8 +57,10 @@ class Backbone(nn.Module):
         if not out_indices or list(out_indices) != sorted(set(out_indices)):
             raise ValueError(f"out_indices must be increasing and non-empty, not {out_indices}")
         if out_indices[0] < 0 or out_indices[-1] > num_stages:
-            raise ValueError(f"{getattr(body, 'arch', 'this net')} has a stem (0) and stages "
-                             f"1..{num_stages}; out_indices {out_indices} is out of range")
+            raise ValueError(
+                f"{getattr(body, 'arch', 'this net')} has a stem (0) and stages "
+                f"1..{num_stages}; out_indices {out_indices} is out of range"
+            )
         self.out_indices = out_indices
         info = body.feature_info
         self.names = ["stem" if i == 0 else f"layer{i}" for i in out_indices]
@@ -68,9 +70,11 @@ class Backbone(nn.Module):
 
     @property
     def arch(self) -> str:
+        """The registered name of the ResNet inside ("custom" if it has none)."""
         return getattr(self.body, "arch", "custom")
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """The maps of the stages in `out_indices`, named "stem" or "layer{i}"."""
         body = self.body
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         x = body.conv1(x)
@@ -113,14 +117,18 @@ class BackboneFPN(nn.Module):
 
     def __init__(self, backbone: Backbone, out_channels: int = 256, extra: str | None = None):
         super().__init__()
+        # torchvision loads on first use (`import resnet` imports this module)
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
         if extra not in EXTRA_LEVELS:
             raise ValueError(f"extra must be one of {EXTRA_LEVELS}, not {extra!r}")
         self.backbone = backbone
-        blocks = {None: None, "pool": LastLevelMaxPool(),
-                  "p6p7": LastLevelP6P7(out_channels, out_channels)}[extra]
+        blocks = {
+            None: None,
+            "pool": LastLevelMaxPool(),
+            "p6p7": LastLevelP6P7(out_channels, out_channels),
+        }[extra]
         self.fpn = FeaturePyramidNetwork(backbone.channels, out_channels, extra_blocks=blocks)
         self.out_channels = out_channels
         self.extra = extra
@@ -134,6 +142,7 @@ class BackboneFPN(nn.Module):
             self.strides += [self.strides[-1] * 2, self.strides[-1] * 4]
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """The pyramid levels, fused top-down, named as `names`."""
         levels = self.fpn(self.backbone(x))
         return OrderedDict(zip(self.names, levels.values(), strict=True))
 
@@ -153,12 +162,14 @@ class BackboneProjection(nn.Module):
         self.strides = list(backbone.strides)
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """Each stage map projected to `out_channels`, named as `names`."""
         maps = self.backbone(x).values()
         return OrderedDict((n, p(m)) for n, p, m in zip(self.names, self.proj, maps, strict=True))
 
 
-def build_neck(backbone: Backbone, neck: str = "fpn", out_channels: int = 256,
-               extra: str | None = None) -> BackboneFPN | BackboneProjection:
+def build_neck(
+    backbone: Backbone, neck: str = "fpn", out_channels: int = 256, extra: str | None = None
+) -> BackboneFPN | BackboneProjection:
     """`neck="fpn"` (feature pyramid) or `"none"` (per-level 1x1 projections only)."""
     if neck == "fpn":
         return BackboneFPN(backbone, out_channels, extra)

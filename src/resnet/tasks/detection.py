@@ -15,16 +15,27 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.utils import draw_bounding_boxes
 
+from ..data.coco import coco_dict, load_coco_api
 from ..models import ResNet
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .backbone import Backbone, build_neck
 
 # What rebuilds a detector beyond its ResNet body (stored in the checkpoint's "head").
 DEFAULT_HEAD = dict(
-    num_classes=5, neck="fpn", out_channels=64, out_indices=[2, 3, 4], extra=None, head_convs=2,
-    size=128, score_thresh=0.05, nms_thresh=0.6, detections_per_img=100,
-    mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+    num_classes=5,
+    neck="fpn",
+    out_channels=64,
+    out_indices=[2, 3, 4],
+    extra=None,
+    head_convs=2,
+    size=128,
+    score_thresh=0.05,
+    nms_thresh=0.6,
+    detections_per_img=100,
+    mean=list(IMAGENET_MEAN),
+    std=list(IMAGENET_STD),
 )
 
 
@@ -71,6 +82,7 @@ class Detector(nn.Module):
         **model_options,
     ):
         super().__init__()
+        # torchvision's detection models load only when a detector is built
         from torchvision.models.detection import FCOS
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.fcos import FCOSHead
@@ -78,23 +90,42 @@ class Detector(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, not {num_classes}")
         if out_channels % 16:
-            raise ValueError(f"out_channels must be a multiple of 16 (FCOS's GroupNorm), "
-                             f"not {out_channels}")
+            raise ValueError(
+                f"out_channels must be a multiple of 16 (FCOS's GroupNorm), not {out_channels}"
+            )
         backbone = Backbone(name, out_indices, weights, in_chans, body=body, **model_options)
         features = build_neck(backbone, neck, out_channels, extra)
         # One point per location; its size (the level's stride) sets FCOS's scale ranges.
-        anchors = AnchorGenerator(tuple((s,) for s in features.strides),
-                                  ((1.0,),) * len(features.strides))
+        anchors = AnchorGenerator(
+            tuple((s,) for s in features.strides), ((1.0,),) * len(features.strides)
+        )
         head = FCOSHead(out_channels, 1, num_classes + 1, num_convs=head_convs)
-        self.fcos = FCOS(features, num_classes + 1, min_size=size, max_size=2 * size,
-                         image_mean=list(mean), image_std=list(std), anchor_generator=anchors,
-                         head=head, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         detections_per_img=detections_per_img)
+        self.fcos = FCOS(
+            features,
+            num_classes + 1,
+            min_size=size,
+            max_size=2 * size,
+            image_mean=list(mean),
+            image_std=list(std),
+            anchor_generator=anchors,
+            head=head,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
         self.head_config = dict(
-            num_classes=num_classes, neck=neck, out_channels=out_channels,
-            out_indices=list(backbone.out_indices), extra=extra, head_convs=head_convs, size=size,
-            score_thresh=score_thresh, nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img, mean=list(mean), std=list(std),
+            num_classes=num_classes,
+            neck=neck,
+            out_channels=out_channels,
+            out_indices=list(backbone.out_indices),
+            extra=extra,
+            head_convs=head_convs,
+            size=size,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            mean=list(mean),
+            std=list(std),
         )
 
     @property
@@ -103,6 +134,7 @@ class Detector(nn.Module):
         return self.fcos.backbone.backbone.body
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        """FCOS's loss dict (with `targets`, in train mode) or one detection dict per image."""
         return self.fcos(images, targets)
 
 
@@ -118,27 +150,33 @@ def predict_boxes(model: Detector, images: list[torch.Tensor]) -> list[dict[str,
     return model([im.float() / 255 for im in images])
 
 
-def coco_map(dataset, predictions: list[dict[str, torch.Tensor]],
-             indices: Sequence[int] | None = None) -> dict[str, float]:
+def coco_map(
+    dataset, predictions: list[dict[str, torch.Tensor]], indices: Sequence[int] | None = None
+) -> dict[str, float]:
     """COCO box mAP@[.5:.95] and mAP@.5 (pycocotools) of predictions on `dataset[indices]`.
 
     Returns:
         {"map", "map50", "map75", "map_small", "map_medium", "map_large"} in 0-1.
     """
-    from pycocotools.cocoeval import COCOeval
-
-    from ..data.coco import coco_dict, load_coco_api
+    from pycocotools.cocoeval import COCOeval  # optional dependency, needed only to score
 
     indices = list(range(len(dataset))) if indices is None else list(indices)
     subset = Subset(dataset, indices)
     gt = load_coco_api(coco_dict(subset))
     results = []
     for i, pred in enumerate(predictions):
-        for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(),
-                                     pred["labels"].tolist(), strict=True):
+        for box, score, label in zip(
+            pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist(), strict=True
+        ):
             x1, y1, x2, y2 = box
-            results.append(dict(image_id=i + 1, category_id=int(label), score=float(score),
-                                bbox=[x1, y1, x2 - x1, y2 - y1]))
+            results.append(
+                dict(
+                    image_id=i + 1,
+                    category_id=int(label),
+                    score=float(score),
+                    bbox=[x1, y1, x2 - x1, y2 - y1],
+                )
+            )
     keys = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
     if not results or not gt.getAnnIds():
         return dict.fromkeys(keys, 0.0)
@@ -165,11 +203,13 @@ class Subset:
         return self.dataset[self.indices[i]]
 
 
-def draw_detections(image: torch.Tensor, prediction: dict[str, torch.Tensor], classes: list[str],
-                    score_thresh: float = 0.3) -> torch.Tensor:
+def draw_detections(
+    image: torch.Tensor,
+    prediction: dict[str, torch.Tensor],
+    classes: list[str],
+    score_thresh: float = 0.3,
+) -> torch.Tensor:
     """The uint8 `[3, H, W]` image with boxes, class names and scores drawn on it."""
-    from torchvision.utils import draw_bounding_boxes
-
     keep = prediction["scores"] >= score_thresh
     boxes = prediction["boxes"][keep]
     labels = prediction["labels"][keep].tolist()
@@ -186,19 +226,30 @@ def _name(classes: list[str], label: int) -> str:
 
 def palette(label: int) -> tuple[int, int, int]:
     """A distinct colour per class label (matplotlib's tab10/tab20)."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: loaded when something is drawn
 
     r, g, b, _ = matplotlib.colormaps["tab20"]((2 * (label - 1)) % 20 + (label - 1) // 10 % 2)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def detections_to_list(prediction: dict[str, torch.Tensor], classes: list[str],
-                       score_thresh: float = 0.3) -> list[dict[str, Any]]:
+def detections_to_list(
+    prediction: dict[str, torch.Tensor], classes: list[str], score_thresh: float = 0.3
+) -> list[dict[str, Any]]:
     """Plain-data detections: `[{"label", "class", "score", "box": [x1, y1, x2, y2]}]`."""
     out = []
-    for box, score, label in zip(prediction["boxes"].tolist(), prediction["scores"].tolist(),
-                                 prediction["labels"].tolist(), strict=True):
+    for box, score, label in zip(
+        prediction["boxes"].tolist(),
+        prediction["scores"].tolist(),
+        prediction["labels"].tolist(),
+        strict=True,
+    ):
         if score >= score_thresh:
-            out.append(dict(label=int(label), **{"class": _name(classes, label)},
-                            score=round(float(score), 4), box=[round(v, 1) for v in box]))
+            out.append(
+                dict(
+                    label=int(label),
+                    **{"class": _name(classes, label)},
+                    score=round(float(score), 4),
+                    box=[round(v, 1) for v in box],
+                )
+            )
     return out

@@ -14,19 +14,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import draw_segmentation_masks
 
 from ..models import ResNet
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .backbone import Backbone
 from .detection import palette
 
-DEFAULT_HEAD = dict(num_classes=5, long_skips=True, size=128, mean=list(IMAGENET_MEAN),
-                    std=list(IMAGENET_STD))
+DEFAULT_HEAD = dict(
+    num_classes=5, long_skips=True, size=128, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)
+)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class DecoderBlock(nn.Module):
@@ -37,6 +40,7 @@ class DecoderBlock(nn.Module):
         self.convs = nn.Sequential(_conv_bn_relu(cin + skip, cout), _conv_bn_relu(cout, cout))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]):
+        """`x` upsampled to `size`, joined with `skip` (if any), through the two convs."""
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
@@ -93,8 +97,13 @@ class UNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.long_skips = long_skips
-        self.head_config = dict(num_classes=num_classes, long_skips=long_skips, size=size,
-                                mean=list(mean), std=list(std))
+        self.head_config = dict(
+            num_classes=num_classes,
+            long_skips=long_skips,
+            size=size,
+            mean=list(mean),
+            std=list(std),
+        )
 
     @property
     def body(self) -> ResNet:
@@ -102,6 +111,7 @@ class UNet(nn.Module):
         return self.encoder.body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits `[N, 1 + num_classes, H, W]` of a 0-1 batch `[N, C, H, W]`."""
         size = x.shape[-2:]
         maps = list(self.encoder((x - self.mean) / self.std).values())
         y = maps[-1]
@@ -126,7 +136,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Pixel confusion matrix `[K, K]` (rows: truth, columns: prediction), K = 1 + classes."""
     k = target.flatten().long() * num_classes + pred.flatten().long()
-    return torch.bincount(k, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(k, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def segmentation_metrics(conf: torch.Tensor, classes: list[str] | None = None) -> dict:
@@ -159,8 +169,6 @@ def segmentation_metrics(conf: torch.Tensor, classes: list[str] | None = None) -
 
 def draw_masks(image: torch.Tensor, semantic: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """The uint8 `[3, H, W]` image with each predicted class's pixels tinted in its colour."""
-    from torchvision.utils import draw_segmentation_masks
-
     image = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
     labels = [c for c in semantic.unique().tolist() if c > 0]
     if not labels:

@@ -1,0 +1,98 @@
+"""`eval_loader`: one split of a source, preprocessed as a checkpoint says, for `resnet val`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from ..errors import ResNetError
+from .builtin import BUILTIN
+from .fashion_mnist import load_fashion_mnist
+from .images import ImageList, scan
+from .loaders import FileDataset, StreamLoader, TensorLoader
+from .splits import validation_split
+from .transforms import eval_transform, normalise
+
+NO_VAL_SPLIT = "this run held out no validation split (val_split 0)"
+
+
+def eval_loader(
+    source: str,
+    split: str,
+    pre: dict,
+    classes: list[str],
+    *,
+    val_split: float = 0.1,
+    batch_size: int = 256,
+    workers: int | None = None,
+    bad_images: str = "skip",
+    channels_last: bool = False,
+) -> TensorLoader | StreamLoader:
+    """Batches of one split of `source`, preprocessed as a checkpoint says (`pre`), for val.
+
+    Args:
+        source: "fashion-mnist", a folder or a CSV, as the training run named it.
+        split: "train" or "val" (the split the training run carved with `val_split`, or the
+            folder's own train/ val/), "test", or "all" (every image of another data set).
+        pre: the checkpoint's preprocessing (`transforms.make_preprocessing`).
+        classes: the checkpoint's class names; a folder's classes must be among them.
+        val_split: the fraction the training run held out.
+        batch_size, workers, bad_images, channels_last: as in `DataConfig` and the loaders.
+    """
+    if source.lower() == "synthetic":
+        raise ResNetError("synthetic data has no evaluation split")
+    if source.lower() in BUILTIN:
+        return _fashion_mnist_loader(split, pre, val_split, batch_size, channels_last)
+    files = _split_files(Path(source).expanduser(), split, classes, val_split, bad_images)
+    files.in_chans = pre["in_chans"]
+    return StreamLoader(
+        FileDataset(files, eval_transform(pre)),
+        batch_size=batch_size,
+        shuffle=False,
+        workers=workers,
+        channels_last=channels_last,
+    )
+
+
+def _fashion_mnist_loader(
+    split: str, pre: dict, val_split: float, batch_size: int, channels_last: bool
+) -> TensorLoader:
+    """Fashion-MNIST's `split` in memory, resized and widened to what `pre` asks."""
+    if split in ("test", "all"):
+        x, y = load_fashion_mnist("test")
+    else:
+        x, y = load_fashion_mnist("train")
+        if val_split > 0:
+            tr, va = validation_split(y, val_split)
+            keep = va if split == "val" else tr
+            x, y = x[keep], y[keep]
+        elif split == "val":
+            raise ResNetError(NO_VAL_SPLIT)
+    x = normalise(x, pre["mean"], pre["std"])
+    if tuple(x.shape[-2:]) != tuple(pre["size"]):
+        x = F.interpolate(x, size=tuple(pre["size"]), mode="bilinear", antialias=True)
+    if x.shape[1] != pre["in_chans"]:
+        x = x.expand(-1, pre["in_chans"], -1, -1).contiguous()
+    return TensorLoader(x, y, batch_size=batch_size, shuffle=False, channels_last=channels_last)
+
+
+def _split_files(
+    root: Path, split: str, classes: list[str], val_split: float, bad_images: str
+) -> ImageList:
+    """The files of `split` of a folder or CSV: its own split folder, or the carved val split."""
+    if not root.exists():
+        raise ResNetError(f"data not found: {root}")
+    if root.is_dir() and (root / split).is_dir():
+        return scan(root / split, bad_images, classes)
+    if split == "all":  # another data set: every image in it
+        return scan(root, bad_images, classes)
+    if split == "test":
+        raise ResNetError(f"{root} has no test split (no test/ folder)")
+    # The split the training run carved: the same scan and the same validation split.
+    base = root / "train" if root.is_dir() and (root / "train").is_dir() else root
+    if val_split <= 0:
+        raise ResNetError(NO_VAL_SPLIT)
+    files = scan(base, bad_images, classes)
+    tr, va = validation_split(files.labels, val_split)
+    return files.subset(va if split == "val" else tr)

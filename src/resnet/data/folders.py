@@ -1,0 +1,141 @@
+"""Bundles from user data: an ImageFolder-layout folder (maybe with train/ val/ test/) or a CSV.
+
+The images are decoded into memory when they fit in `DataConfig.memory_limit_gb`, else streamed;
+the normalisation is measured on the training images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import ResNetError
+from .bundle import DataBundle, Split
+from .config import DataConfig
+from .images import ImageList, load_image, scan
+from .splits import stratified_subset, validation_split
+from .transforms import EvalTransform, make_preprocessing, normalise
+
+SPLITS = ("train", "val", "test")
+
+
+def _choose_size(files: ImageList, cfg: DataConfig) -> tuple[int, int, int | None]:
+    """(H, W, resize): the images' own size when uniform, else a 224 (or given) square crop."""
+    if cfg.image_size:
+        sizes = set(files.sizes)
+        if len(sizes) == 1 and next(iter(sizes)) == (cfg.image_size, cfg.image_size):
+            return cfg.image_size, cfg.image_size, None
+        return (
+            cfg.image_size,
+            cfg.image_size,
+            round(cfg.image_size * 256 / 224) if cfg.image_size >= 96 else cfg.image_size,
+        )
+    sizes = set(files.sizes)
+    if len(sizes) == 1:
+        h, w = next(iter(sizes))
+        return h, w, None
+    return 224, 224, 256
+
+
+def _decode_all(files: ImageList, h: int, w: int, resize: int | None) -> torch.Tensor:
+    """Every image of `files` resized (and cropped) to [N, C, h, w] floats in [0, 1]."""
+    tf = EvalTransform(
+        make_preprocessing(
+            files.in_chans,
+            (h, w),
+            [0.0] * files.in_chans,
+            [1.0] * files.in_chans,
+            resize,
+            h if resize else None,
+        )
+    )
+    out = torch.empty(len(files), files.in_chans, h, w)
+    for i, p in enumerate(
+        tqdm(
+            files.paths, desc="decoding images", unit="img", leave=False, disable=len(files) < 2000
+        )
+    ):
+        out[i] = tf(load_image(p, files.in_chans))
+    return out
+
+
+def _mean_std(
+    files: ImageList, h: int, w: int, resize: int | None, decoded: torch.Tensor | None
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training images (of ~500 of them when not decoded)."""
+    if decoded is None:
+        step = max(1, len(files) // 500)
+        decoded = _decode_all(files.subset(list(range(0, len(files), step))), h, w, resize)
+    mean = decoded.mean(dim=(0, 2, 3))
+    std = decoded.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def _scan_splits(cfg: DataConfig, root: Path) -> dict[str, ImageList | None]:
+    """The file lists of train/ val/ test/ when `root` has them, else of `root` as training set."""
+    splits: dict[str, ImageList | None] = dict.fromkeys(SPLITS)
+    if root.is_dir() and (root / "train").is_dir():
+        splits["train"] = scan(root / "train", cfg.bad_images)
+        classes = splits["train"].classes
+        for name in ("val", "test"):
+            if (root / name).is_dir():
+                splits[name] = scan(root / name, cfg.bad_images, classes)
+    else:
+        splits["train"] = scan(root, cfg.bad_images)
+    return splits
+
+
+def _carve(splits: dict[str, ImageList | None], cfg: DataConfig) -> None:
+    """Holds out the validation split when the source has none, then applies `cfg.subset`."""
+    train = splits["train"]
+    if splits["val"] is None and cfg.val_split > 0:
+        tr, va = validation_split(train.labels, cfg.val_split)
+        if va:
+            splits["val"], splits["train"] = train.subset(va), train.subset(tr)
+    if cfg.subset:
+        splits["train"] = splits["train"].subset(
+            stratified_subset(splits["train"].labels, cfg.subset)
+        )
+
+
+def _use_memory(cfg: DataConfig, n_total: int, in_chans: int, h: int, w: int) -> bool:
+    """Whether to decode into memory: `cfg.in_memory`, "auto" meaning when it fits the budget."""
+    fits = n_total * in_chans * h * w * 4 <= cfg.memory_limit_gb * 2**30
+    if cfg.in_memory == "yes" and not fits:
+        raise ResNetError(
+            f"{n_total} images of {in_chans}x{h}x{w} do not fit in "
+            f"{cfg.memory_limit_gb} GB; use --in-memory no or auto"
+        )
+    return cfg.in_memory == "yes" or (cfg.in_memory == "auto" and fits)
+
+
+def folder_bundle(cfg: DataConfig, root: Path) -> DataBundle:
+    """A folder (ImageFolder layout, optionally split into train/ val/ test/) or a CSV."""
+    splits = _scan_splits(cfg, root)
+    train = splits["train"]  # before the validation split: its sizes and classes
+    _carve(splits, cfg)
+    present = [s for s in splits.values() if s is not None]
+    in_chans = max(s.in_chans for s in present)
+    for s in present:
+        s.in_chans = in_chans
+    h, w, resize = _choose_size(train, cfg)
+    in_memory = _use_memory(cfg, sum(len(s) for s in present), in_chans, h, w)
+    decoded = {
+        k: _decode_all(s, h, w, resize) if in_memory and s is not None else None
+        for k, s in splits.items()
+    }
+    mean, std = _mean_std(splits["train"], h, w, resize, decoded["train"])
+    pre = make_preprocessing(in_chans, (h, w), mean, std, resize, h if resize else None)
+
+    def split(name: str) -> Split | None:
+        s = splits[name]
+        if s is None:
+            return None
+        labels = torch.tensor(s.labels, dtype=torch.long)
+        if decoded[name] is not None:
+            return Split(labels, normalise(decoded[name], mean, std))
+        return Split(labels, files=s)
+
+    return DataBundle(str(root), list(train.classes), pre, *(split(k) for k in SPLITS))

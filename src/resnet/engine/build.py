@@ -1,0 +1,87 @@
+"""A run's model from its config and data: checks, construction, the whitened stem."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import models
+from ..data import DataBundle
+from ..errors import ResNetError
+from ..models.resnet import SMALL_STEMS
+from .config import TrainConfig
+from .whiten import first_conv, whiten_first_conv_, whitenable_filters
+
+
+def check_model_config(cfg: TrainConfig) -> None:
+    """Refuses an unknown model name or option before any data is loaded."""
+    models.get_entry(cfg.model.name)
+    if cfg.model.whiten_stem and cfg.finetune.weights:
+        raise ResNetError(
+            "whiten_stem initialises a net trained from scratch; it cannot be combined with "
+            "--weights"
+        )
+    if cfg.model.freeze_whitened and not cfg.model.whiten_stem:
+        raise ResNetError(
+            "freeze_whitened keeps the whitened first conv fixed; it needs whiten_stem"
+        )
+    if cfg.model.freeze_whitened and (cfg.finetune.freeze != "none" or cfg.finetune.unfreeze):
+        raise ResNetError("freeze_whitened cannot be combined with --freeze or finetune.unfreeze")
+    unknown = set(cfg.model.options) - models.registry.OPTIONS
+    if unknown:
+        raise ResNetError(
+            f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(models.registry.OPTIONS))}"
+        )
+
+
+def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    """The configured net for the data's classes and channels (with its pretrained weights)."""
+    entry = models.get_entry(cfg.model.name)
+    options = dict(cfg.model.options)
+    if entry.spec.stem not in SMALL_STEMS and max(data.preprocessing["size"]) <= 64:
+        options.setdefault("small_input", True)  # the 7x7/2 + max-pool stem wastes a 28-64 px image
+    kwargs = dict(num_classes=len(data.classes), in_chans=data.in_chans, **options)
+    if cfg.finetune.weights:
+        kwargs["weights"] = cfg.finetune.weights
+    try:
+        return models.create(cfg.model.name, **kwargs)
+    except TypeError as e:
+        raise ResNetError(str(e)) from None
+
+
+def whitening_images(cfg: TrainConfig, data: DataBundle, count: int) -> torch.Tensor:
+    """Training images to whiten the stem from: the in-memory tensor, or the first batches of the
+    first epoch for streamed data."""
+    if data.train.images is not None:
+        return data.train.images
+    loader = data.loader("train", cfg.data, train=True, seed=cfg.run.seed)
+    loader.set_epoch(0)
+    batches, n = [], 0
+    for x, _ in loader:
+        batches.append(x)
+        n += x.shape[0]
+        if n >= count:
+            break
+    return torch.cat(batches)
+
+
+def whiten_stem(model: nn.Module, cfg: TrainConfig, data: DataBundle, count: int = 5000) -> int:
+    """Sets the first conv's filters to the training patches' whitening; returns how many."""
+    try:
+        return whiten_first_conv_(model, whitening_images(cfg, data, count), max_images=count)
+    except ValueError as e:
+        raise ResNetError(str(e)) from None
+
+
+def freeze_whitened(model: nn.Module) -> None:
+    """Keeps the whitened first conv fixed (resumed runs too: the checkpoint holds its filters)."""
+    conv = first_conv(model)
+    whitened = whitenable_filters(conv)
+    if conv.out_channels > whitened:
+        raise ResNetError(
+            f"freeze_whitened: only {whitened} of the first conv's {conv.out_channels} filters "
+            f"are whitened, the rest are random; use a net whose stem has at most {whitened} "
+            f"filters, or train the first conv"
+        )
+    conv.weight.requires_grad_(False)

@@ -1,0 +1,413 @@
+"""The catalogue of known pretrained weights: the typed `Weights` record and its entries.
+
+Data only: torchvision's and timm's ResNet weights (where they are downloaded from, their hash,
+eval preprocessing, accuracy, recipe and licence) and the look-ups `list_weights` and
+`get_weights`. Downloading and reading the files is `weight_files`; loading them is `loading`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ResNetError
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
+INCEPTION = (INCEPTION_MEAN, INCEPTION_STD)
+FASHION_MNIST = "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One known set of weights: where it comes from, how to check it, how to feed it.
+
+    Attributes:
+        name: the spec string, e.g. "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k".
+        arch: the registered model these weights fit.
+        source: "torchvision" or "timm".
+        url: where the file is downloaded from.
+        filename: the file's name in the cache (`$RESNET_CACHE/<source>/<filename>`).
+        sha256: the SHA-256 hex digest, or the prefix of it the publisher records (torchvision
+            records the first 8 hex digits in the file name and checks only those); None where no
+            hash is published (timm's Hugging Face files): the first download's hash is then kept
+            beside the file and later loads are checked against it.
+        num_classes: outputs of the classifier the weights carry.
+        categories: "imagenet-1k" (names from torchvision, resolved by `classes()`) or names.
+        preprocessing: the eval transform: {"in_chans", "size": [H, W], "mean", "std", "resize",
+            "crop", "interpolation"}; resize is the shorter side before the centre crop.
+        top1, top5: ImageNet-1k accuracy (%) the publisher reports at that transform (None: not
+            recorded here).
+        recipe: where the training recipe is described.
+        licence: the licence the publisher gives for the weights.
+        hf_repo: the Hugging Face repository (timm weights).
+        test_size: a larger eval size the publisher reports better results at (timm), or None.
+    """
+
+    name: str
+    arch: str
+    source: str
+    url: str
+    filename: str
+    sha256: str | None
+    num_classes: int
+    categories: str | tuple[str, ...]
+    preprocessing: dict = field(hash=False)
+    top1: float | None = None
+    top5: float | None = None
+    recipe: str = ""
+    licence: str = ""
+    hf_repo: str | None = None
+    test_size: int | None = None
+
+    def cache_path(self, root: str | os.PathLike | None = None) -> Path:
+        """Where the file lives in the cache: `<root or cache_dir()>/<source>/<filename>`."""
+        return Path(root or cache_dir()) / self.source / self.filename
+
+    def classes(self) -> list[str] | None:
+        """Class names in output order (ImageNet names come from torchvision, imported lazily)."""
+        if not isinstance(self.categories, str):
+            return list(self.categories)
+        if self.categories == "imagenet-1k":
+            try:
+                from torchvision.models import ResNet18_Weights  # only for the class names
+            except ImportError:  # pragma: no cover - torchvision is a dependency
+                return None
+            return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+        return None
+
+
+def _pre(size: int, resize: int, interpolation: str, norm=IMAGENET) -> dict:
+    mean, std = norm
+    return {
+        "in_chans": 3,
+        "size": [size, size],
+        "mean": list(mean),
+        "std": list(std),
+        "resize": resize,
+        "crop": size,
+        "interpolation": interpolation,
+    }
+
+
+# torchvision/models/resnet.py (torchvision 0.29.1): arch, tag, file, acc@1, acc@5, eval resize
+# (ImageClassification's resize_size; crop 224, bilinear), recipe. Licence: BSD-3-Clause (the
+# torchvision repository); the V1 files carry only an 8-digit SHA-256 prefix, as torchvision's own.
+_TV_RECIPE = "https://github.com/pytorch/vision/tree/main/references/classification#"
+_TV_NEW = "https://github.com/pytorch/vision/issues/3995#new-recipe"
+_TV_V1 = _TV_RECIPE + "resnet"
+_TORCHVISION = (
+    ("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", 69.758, 89.078, 256, _TV_V1),
+    ("resnet34", "IMAGENET1K_V1", "resnet34-b627a593.pth", 73.314, 91.42, 256, _TV_V1),
+    ("resnet50", "IMAGENET1K_V1", "resnet50-0676ba61.pth", 76.13, 92.862, 256, _TV_V1),
+    (
+        "resnet50",
+        "IMAGENET1K_V2",
+        "resnet50-11ad3fa6.pth",
+        80.858,
+        95.434,
+        232,
+        "https://github.com/pytorch/vision/issues/3995#issuecomment-1013906621",
+    ),
+    ("resnet101", "IMAGENET1K_V1", "resnet101-63fe2227.pth", 77.374, 93.546, 256, _TV_V1),
+    ("resnet101", "IMAGENET1K_V2", "resnet101-cd907fc2.pth", 81.886, 95.78, 232, _TV_NEW),
+    ("resnet152", "IMAGENET1K_V1", "resnet152-394f9c45.pth", 78.312, 94.046, 256, _TV_V1),
+    ("resnet152", "IMAGENET1K_V2", "resnet152-f82ba261.pth", 82.284, 96.002, 232, _TV_NEW),
+    (
+        "resnext50_32x4d",
+        "IMAGENET1K_V1",
+        "resnext50_32x4d-7cdf4587.pth",
+        77.618,
+        93.698,
+        256,
+        _TV_RECIPE + "resnext",
+    ),
+    (
+        "resnext50_32x4d",
+        "IMAGENET1K_V2",
+        "resnext50_32x4d-1a0047aa.pth",
+        81.198,
+        95.34,
+        232,
+        _TV_NEW,
+    ),
+    (
+        "resnext101_32x8d",
+        "IMAGENET1K_V1",
+        "resnext101_32x8d-8ba56ff5.pth",
+        79.312,
+        94.526,
+        256,
+        _TV_RECIPE + "resnext",
+    ),
+    (
+        "resnext101_32x8d",
+        "IMAGENET1K_V2",
+        "resnext101_32x8d-110c445d.pth",
+        82.834,
+        96.228,
+        232,
+        _TV_NEW + "-with-fixres",
+    ),
+    (
+        "resnext101_64x4d",
+        "IMAGENET1K_V1",
+        "resnext101_64x4d-173b62eb.pth",
+        83.246,
+        96.454,
+        232,
+        "https://github.com/pytorch/vision/pull/5935",
+    ),
+    (
+        "wide_resnet50_2",
+        "IMAGENET1K_V1",
+        "wide_resnet50_2-95faca4d.pth",
+        78.468,
+        94.086,
+        256,
+        "https://github.com/pytorch/vision/pull/912#issue-445437439",
+    ),
+    (
+        "wide_resnet50_2",
+        "IMAGENET1K_V2",
+        "wide_resnet50_2-9ba9bcbe.pth",
+        81.602,
+        95.758,
+        232,
+        _TV_NEW + "-with-fixres",
+    ),
+    (
+        "wide_resnet101_2",
+        "IMAGENET1K_V1",
+        "wide_resnet101_2-32ee1156.pth",
+        78.848,
+        94.284,
+        256,
+        "https://github.com/pytorch/vision/pull/912#issue-445437439",
+    ),
+    (
+        "wide_resnet101_2",
+        "IMAGENET1K_V2",
+        "wide_resnet101_2-d733dc28.pth",
+        82.51,
+        96.02,
+        232,
+        _TV_NEW,
+    ),
+)
+
+# timm 1.0.31 pretrained cfgs of the tags whose architecture has exactly our keys and shapes
+# (checked: resnet18/34/50/101/152, their -d twins, resnext, wide): arch, tag, input size,
+# crop_pct, interpolation, mean/std, licence, test size. Files: hf.co/timm/<arch>.<tag>,
+# model.safetensors. timm publishes no SHA-256 for them; accuracy is left to timm's results
+# tables except the ResNet-strikes-back paper's resnet50 A1 (80.4 at 224 px).
+APL, NC, BSD = "apache-2.0", "cc-by-nc-4.0", "bsd-3-clause"
+CUBIC, LINEAR = "bicubic", "bilinear"
+_TIMM = (
+    ("resnet18", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet18", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet18", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet18", "fb_ssl_yfcc100m_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnet18", "fb_swsl_ig1b_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnet18", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet18", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnet18d", "ra2_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet18d", "ra4_e3600_r224_in1k", 224, 0.9, CUBIC, INCEPTION, APL, 288),
+    ("resnet34", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet34", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet34", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet34", "bt_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet34", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet34", "ra4_e3600_r224_in1k", 224, 0.9, CUBIC, INCEPTION, APL, 288),
+    ("resnet34", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnet34d", "ra2_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "a1h_in1k", 176, 0.9, CUBIC, IMAGENET, APL, 224),
+    ("resnet50", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet50", "am_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet50", "b1k_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "b2k_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "bt_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "c1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "c2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "d_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "fb_ssl_yfcc100m_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnet50", "fb_swsl_ig1b_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnet50", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet50", "ra_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "ram_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet50", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("resnet50", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnet50d", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50d", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet50d", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet50d", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet50d", "ra2_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnet50d", "ra4_e3600_r224_in1k", 224, 0.95, CUBIC, INCEPTION, APL, 288),
+    ("resnet101", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet101", "a1h_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet101", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet101", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet101", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet101", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("resnet101", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnet101d", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet101d", "ra2_in1k", 256, 0.95, CUBIC, IMAGENET, APL, 320),
+    ("resnet152", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet152", "a1h_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet152", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnet152", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnet152", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet152", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("resnet152", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnet152d", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnet152d", "ra2_in1k", 256, 0.95, CUBIC, IMAGENET, APL, 320),
+    ("resnext50_32x4d", "a1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnext50_32x4d", "a1h_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnext50_32x4d", "a2_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnext50_32x4d", "a3_in1k", 160, 0.95, CUBIC, IMAGENET, APL, 224),
+    ("resnext50_32x4d", "fb_ssl_yfcc100m_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnext50_32x4d", "fb_swsl_ig1b_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnext50_32x4d", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnext50_32x4d", "ra_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("resnext50_32x4d", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("resnext50_32x4d", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnext101_32x8d", "fb_ssl_yfcc100m_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnext101_32x8d", "fb_swsl_ig1b_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnext101_32x8d", "fb_wsl_ig1b_ft_in1k", 224, 0.875, LINEAR, IMAGENET, NC, None),
+    ("resnext101_32x8d", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("resnext101_32x8d", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("resnext101_64x4d", "c1_in1k", 224, 0.95, CUBIC, IMAGENET, APL, 288),
+    ("resnext101_64x4d", "gluon_in1k", 224, 0.875, CUBIC, IMAGENET, APL, None),
+    ("resnext101_64x4d", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("wide_resnet50_2", "racm_in1k", 224, 0.875, CUBIC, IMAGENET, APL, 288),
+    ("wide_resnet50_2", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("wide_resnet50_2", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+    ("wide_resnet101_2", "tv2_in1k", 176, 0.875, LINEAR, IMAGENET, BSD, 224),
+    ("wide_resnet101_2", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
+)
+_TIMM_TOP1 = {"resnet50.a1_in1k": 80.4}
+_TIMM_RECIPE = {
+    "a1": "arXiv:2110.00476 (ResNet strikes back, A1)",
+    "a2": "arXiv:2110.00476 (A2)",
+    "a3": "arXiv:2110.00476 (A3)",
+    "tv": "torchvision V1 weights re-hosted by timm",
+    "tv2": "torchvision V2 weights re-hosted by timm",
+}
+
+
+def _torchvision_entries() -> tuple[dict[str, Weights], dict[str, str]]:
+    table: dict[str, Weights] = {}
+    defaults: dict[str, str] = {}
+    for arch, tag, fname, top1, top5, resize, recipe in _TORCHVISION:
+        name = f"torchvision:{arch}.{tag}"
+        table[name] = Weights(
+            name=name,
+            arch=arch,
+            source="torchvision",
+            url=f"https://download.pytorch.org/models/{fname}",
+            filename=fname,
+            sha256=fname.rsplit("-", 1)[1].split(".")[0],
+            num_classes=1000,
+            categories="imagenet-1k",
+            preprocessing=_pre(224, resize, "bilinear"),
+            top1=top1,
+            top5=top5,
+            recipe=recipe,
+            licence="BSD-3-Clause (torchvision)",
+        )
+        defaults[arch] = tag  # V2 where it exists: torchvision's DEFAULT
+    return table, defaults
+
+
+def _timm_entries() -> dict[str, Weights]:
+    table: dict[str, Weights] = {}
+    for arch, tag, size, crop_pct, interp, norm, licence, test_size in _TIMM:
+        key = f"{arch}.{tag}"
+        name = f"timm:{key}"
+        repo = f"timm/{key}"
+        table[name] = Weights(
+            name=name,
+            arch=arch,
+            source="timm",
+            url=f"https://huggingface.co/{repo}/resolve/main/model.safetensors",
+            filename=f"{key}.safetensors",
+            sha256=None,
+            num_classes=1000,
+            categories="imagenet-1k",
+            preprocessing=_pre(size, math.floor(size / crop_pct), interp, norm),
+            top1=_TIMM_TOP1.get(key),
+            recipe=_TIMM_RECIPE.get(tag.split("_")[0], tag),
+            licence=licence,
+            hf_repo=repo,
+            test_size=test_size,
+        )
+    return table
+
+
+def _build_catalogue() -> tuple[dict[str, Weights], dict[str, str]]:
+    table, defaults = _torchvision_entries()
+    table.update(_timm_entries())
+    return table, defaults
+
+
+WEIGHTS, DEFAULT_TAGS = _build_catalogue()
+
+
+def cache_dir() -> Path:
+    """`$RESNET_CACHE`, else `~/.cache/resnet`."""
+    return Path(os.environ.get("RESNET_CACHE") or Path.home() / ".cache" / "resnet").expanduser()
+
+
+def list_weights(pattern: str = "*") -> list[str]:
+    """Known weight names matching a shell pattern ("torchvision:*", "*resnet50*")."""
+    return [n for n in WEIGHTS if fnmatch.fnmatchcase(n, pattern)]
+
+
+def get_weights(spec: str, arch: str | None = None) -> Weights:
+    """The catalogue entry a spec names.
+
+    Args:
+        spec: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT" (needs `arch`),
+            "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k", or "timm:a1_in1k"
+            (needs `arch`).
+        arch: the model the weights are for.
+    """
+    source, _, tag = spec.partition(":")
+    source = source.strip().lower()
+    if source not in ("torchvision", "timm") or not tag:
+        raise ResNetError(
+            f"unknown weights {spec!r}: use torchvision:TAG, timm:ARCH.TAG, a file "
+            f"path or {FASHION_MNIST!r}"
+        )
+    if "." in tag and not tag.startswith("ResNet"):
+        tag_arch, tag = tag.split(".", 1)
+    elif "_Weights." in tag:  # torchvision's own spelling, ResNet50_Weights.IMAGENET1K_V2
+        tag_arch, tag = tag.split("_Weights.", 1)
+        tag_arch = tag_arch.lower()
+    else:
+        tag_arch = None
+    if tag_arch and arch and tag_arch != arch:
+        raise ResNetError(f"{spec} are weights for {tag_arch}, not for {arch}")
+    arch = tag_arch or arch
+    if arch is None:
+        raise ResNetError(f"weights {spec!r} name no model: write {source}:ARCH.{tag}")
+    if source == "torchvision":
+        tag = tag.upper()
+        if tag == "DEFAULT":
+            if arch not in DEFAULT_TAGS:
+                raise ResNetError(
+                    f"torchvision has no weights for {arch}; it has them for "
+                    f"{', '.join(DEFAULT_TAGS)}"
+                )
+            tag = DEFAULT_TAGS[arch]
+    name = f"{source}:{arch}.{tag}"
+    if name not in WEIGHTS:
+        known = [n.split(".", 1)[1] for n in list_weights(f"{source}:{arch}.*")]
+        hint = f"known for {arch}: {', '.join(known)}" if known else f"{source} has none for {arch}"
+        raise ResNetError(f"unknown weights {name}; {hint}")
+    return WEIGHTS[name]

@@ -1,0 +1,88 @@
+"""Models with their weights: `create(name, weights=...)` and `model_from_weights(spec)`.
+
+The registry builds a model from its spec alone; this module adds the weights (opened by
+`weight_files`, loaded by `loading`), so the registry never depends on the weights code.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ResNetError
+from .catalogue import get_weights
+from .loading import load_weights, pretrained_cfg
+from .registry import build, check_options, get_entry, variant_spec
+from .resnet import ResNet, ResNetSpec
+from .weight_files import open_weights
+
+_STRUCTURE = ("small_input", "norm", "act", "global_pool")  # options our weights files record
+
+
+def create(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    skip: bool | None = None,
+    shortcut: str | None = None,
+    weights: str | os.PathLike | None = None,
+    **options,
+) -> ResNet:
+    """Builds a registered model, loaded with weights when they are given.
+
+    Args:
+        name: a registered name (`resnet.list_models()`), case and dashes ignored.
+        num_classes: classifier outputs; defaults to the weights' head, else the paper's (1000
+            ImageNet, 10 CIFAR). A count other than the weights' gets a fresh head.
+        in_chans: input channels; defaults to the weights' (else 3). Other counts than the
+            weights' adapt the first conv (1 channel: the RGB kernels summed).
+        skip: False gives the plain twin (the same layers, no shortcuts).
+        shortcut: override the shortcut kind ("A", "B", "D").
+        weights: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT", "timm:resnet50.a1_in1k",
+            "fashion-mnist" (shipped), or a .pth/.pt/.safetensors path; see
+            `resnet.models.catalogue`. The model then carries `pretrained_cfg` (classes,
+            preprocessing, source) and `weights_report` (what was loaded and adapted).
+        **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
+            block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
+    """
+    kinds = dict(skip=skip, shortcut=shortcut)
+    if weights is None:
+        return build(name, num_classes=num_classes, in_chans=in_chans, **kinds, **options)
+    entry = get_entry(name)
+    variant_spec(entry, skip, shortcut)  # refuse a bad variant or option before any download
+    check_options(entry, options)
+    src = open_weights(weights, entry.name)
+    num_classes = src.num_classes if num_classes is None else num_classes
+    in_chans = src.in_chans if in_chans is None else in_chans
+    recorded = src.meta.get("model_options") or {}
+    for key in _STRUCTURE:
+        if key in recorded:
+            options.setdefault(key, recorded[key])
+    model = build(entry.name, num_classes=num_classes, in_chans=in_chans, **kinds, **options)
+    model.weights_report = load_weights(model, src)
+    model.pretrained_cfg = pretrained_cfg(src, model.weights_report)
+    return model
+
+
+def model_from_weights(spec: str | os.PathLike, **overrides) -> ResNet:
+    """Builds the model that shipped weights, a checkpoint or a catalogue entry describe, loaded.
+
+    `resnet predict --weights fashion-mnist IMAGE` needs no model name: the shipped file says
+    which model it is. Returns the model in eval mode with `pretrained_cfg` attached.
+    """
+    spec_s = os.fspath(spec)
+    if spec_s.split(":", 1)[0].lower() in ("torchvision", "timm"):
+        return create(get_weights(spec_s).arch, weights=spec_s, **overrides).eval()
+    src = open_weights(spec_s)
+    if "spec" not in src.meta:
+        raise ResNetError(
+            f"{spec_s} does not say which model it is; use resnet.create(NAME, weights={spec_s!r})"
+        )
+    options = dict(src.meta.get("model_options") or {})
+    options.update(overrides)
+    model = ResNet(ResNetSpec.from_dict(src.meta["spec"]), **options)
+    model.arch = src.meta.get("arch", "custom")
+    report = load_weights(model, src)
+    model.pretrained_cfg = pretrained_cfg(src, report)
+    model.weights_report = report
+    return model.eval()
