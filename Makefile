@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data browser demo test lint bench clean
 
-setup: $(STAMP) data
+setup: $(STAMP) data browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (apt-get install python3)"; exit 1; }
@@ -33,6 +33,17 @@ data:
 	fi; \
 	test -n "$$RESNET_DATA" || test -f $(FMNIST)/train-images-idx3-ubyte.gz || \
 	  echo "warning: Fashion-MNIST not found; install dataset-fashion-mnist or set RESNET_DATA"
+
+# Debian's chromium drives the web app's browser tests (Playwright, never `playwright install`);
+# without apt the tests skip with that reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium (for the web app's browser tests)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium >/dev/null; } || echo "warning: chromium not installed; browser tests will skip"; \
+	else echo "note: chromium not installed (needs apt as root); browser tests will skip"; fi
 
 # The main job: train the default ResNet on Fashion-MNIST, evaluate it, predict with it.
 demo: setup

@@ -11,7 +11,17 @@ from ..errors import ResNetError
 from ..storage import package_versions
 
 # One module per command under resnet.cli; each defines add_parser(subparsers) and run(args).
-COMMANDS = ("models", "train", "val", "predict", "export", "benchmark", "experiment", "analyze")
+COMMANDS = (
+    "models",
+    "train",
+    "val",
+    "predict",
+    "export",
+    "benchmark",
+    "experiment",
+    "analyze",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

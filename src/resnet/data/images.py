@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
@@ -29,6 +29,10 @@ IMAGE_EXTENSIONS = (
     ".ppm",
     ".pbm",
 )
+# The largest image decoded by default (width x height): 40 megapixels, well below Pillow's own
+# decompression-bomb warning (about 89 MP), and far above any real photo or scan a net is fed.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_FRAMES = 1_000
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -47,44 +51,106 @@ def _grey(mode: str, img: Image.Image) -> bool:
     return False
 
 
+class UnreadableImage(ResNetError):
+    """Bytes or a file that do not decode as an image (truncated, another format, corrupt)."""
+
+
+class ImageTooLarge(ResNetError):
+    """An image over the pixel or frame limit (a decompression bomb, or just too big)."""
+
+
+def _name(source) -> str:
+    return "image" if isinstance(source, bytes | bytearray | memoryview) else str(source)
+
+
+def _open(source) -> Image.Image:
+    """Opens an image lazily (header only): from bytes or a path."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return Image.open(io.BytesIO(bytes(source)))
+    return Image.open(Path(source))
+
+
+def _check_size(img: Image.Image, name: str, max_pixels: int, max_frames: int) -> None:
+    """Refuses an image whose header announces more than `max_pixels` or `max_frames`."""
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(
+            f"{name} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}"
+        )
+    frames = getattr(img, "n_frames", 1) if getattr(img, "is_animated", False) else 1
+    if frames > max_frames:
+        raise ImageTooLarge(f"{name} has {frames} frames, over the limit of {max_frames}")
+
+
+def decode_image(
+    source: bytes | str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+) -> Image.Image:
+    """The one way user images are decoded: size checked from the header before any pixel.
+
+    Reads the header, refuses an image over `max_pixels` (width x height) or `max_frames` (an
+    animation) before its pixels are decompressed, then loads the first frame and applies the
+    EXIF orientation (a phone photo taken upright comes out upright).
+
+    Raises:
+        ImageTooLarge: over a limit (decompression bombs included).
+        UnreadableImage: not an image, or corrupt.
+    """
+    name = _name(source)
+    try:
+        img = _open(source)
+        try:
+            _check_size(img, name, max_pixels, max_frames)
+            img.load()
+            if img.getexif().get(0x0112, 1) != 1:  # orientation tag: not already upright
+                turned = ImageOps.exif_transpose(img)
+                img.close()
+                img = turned
+        except BaseException:
+            img.close()
+            raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(
+            f"{name} is refused as a decompression bomb: {str(e).splitlines()[0][:160]}"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UnreadableImage(
+            f"cannot read image {name}: {str(e).splitlines()[0][:120] or type(e).__name__}"
+        ) from None
+    return img
+
+
 def probe_image(path: Path) -> tuple[bool, tuple[int, int]]:
     """Checks that `path` decodes; returns (is grey, (H, W)). Raises ResNetError if not."""
-    try:
-        with Image.open(path) as img:
-            grey = _grey(img.mode, img)
-            img.load()
-            size = (img.height, img.width)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ResNetError(f"cannot read image {path}: {str(e).splitlines()[0][:120]}") from None
-    return grey, size
+    with decode_image(path) as img:
+        return _grey(img.mode, img), (img.height, img.width)
 
 
-def load_image(path: str | Path, in_chans: int) -> torch.Tensor:
-    """Decodes an image into float32 [in_chans, H, W] in [0, 1], whatever its mode and bit depth.
+def image_to_tensor(img: Image.Image, in_chans: int, name: str = "image") -> torch.Tensor:
+    """A decoded image as float32 [in_chans, H, W] in [0, 1], whatever its mode and bit depth.
 
     16-bit grey (common for X-ray and CT exports) keeps its full range: it is scaled by 65535,
     not squeezed to 8 bits first. Alpha is dropped; palette images are expanded.
     """
-    path = Path(path)
+    mode = img.mode
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in HIGH_BIT_MODES:
-                arr = np.asarray(img).astype(np.float32)
-                if mode.startswith("I;16"):
-                    arr /= 65535.0
-                elif mode == "I":  # 32-bit container; 16-bit PNGs often open this way
-                    arr /= 65535.0 if arr.max(initial=0) > 255 else 255.0
-                arr = np.clip(arr, 0.0, 1.0)[None]
-            else:
-                target = "L" if _grey(mode, img) else "RGB"
-                if mode in ("P", "PA"):
-                    img = img.convert("RGBA")
-                arr = np.asarray(img.convert(target), dtype=np.float32) / 255.0  # alpha dropped
-                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ResNetError(f"cannot read image {path}: {str(e).splitlines()[0][:120]}") from None
+        if mode in HIGH_BIT_MODES:
+            arr = np.asarray(img).astype(np.float32)
+            if mode.startswith("I;16"):
+                arr /= 65535.0
+            elif mode == "I":  # 32-bit container; 16-bit PNGs often open this way
+                arr /= 65535.0 if arr.max(initial=0) > 255 else 255.0
+            arr = np.clip(arr, 0.0, 1.0)[None]
+        else:
+            target = "L" if _grey(mode, img) else "RGB"
+            if mode in ("P", "PA"):
+                img = img.convert("RGBA")
+            arr = np.asarray(img.convert(target), dtype=np.float32) / 255.0  # alpha dropped
+            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    except (OSError, ValueError) as e:
+        raise UnreadableImage(f"cannot read image {name}: {str(e).splitlines()[0][:120]}") from None
     x = torch.from_numpy(np.ascontiguousarray(arr))
     if x.shape[0] == in_chans:
         return x
@@ -93,17 +159,27 @@ def load_image(path: str | Path, in_chans: int) -> torch.Tensor:
     if in_chans == 1:  # colour image into a grey model: ITU-R 601 luma
         w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
         return (x * w).sum(0, keepdim=True)
-    raise ResNetError(f"{path} has {x.shape[0]} channels; the model expects {in_chans}")
+    raise ResNetError(f"{name} has {x.shape[0]} channels; the model expects {in_chans}")
 
 
-def read_rgb(path: Path) -> torch.Tensor:
+def load_image(
+    path: str | Path, in_chans: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Decodes an image file into float32 [in_chans, H, W] in [0, 1] (see `image_to_tensor`);
+    images over `max_pixels` are refused (`ImageTooLarge`) before their pixels are read."""
+    with decode_image(path, max_pixels=max_pixels) as img:
+        return image_to_tensor(img, in_chans, str(path))
+
+
+def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decodes an image as 8-bit RGB, uint8 [3, H, W] (detection and segmentation inputs)."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError) as e:
-        raise ResNetError(f"cannot read image {path}: {e}") from None
+    with decode_image(path, max_pixels=max_pixels) as img:
+        return rgb_tensor(img)
+
+
+def rgb_tensor(img: Image.Image) -> torch.Tensor:
+    """A decoded image as 8-bit RGB, uint8 [3, H, W]."""
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
 
 
 def write_png(path: Path, array: np.ndarray) -> None:

@@ -35,6 +35,40 @@ def _ema_state(state: dict) -> dict[str, torch.Tensor]:
     raise ResNetError("the checkpoint holds no EMA state_dict; publish without use_ema")
 
 
+def _recorded_test_acc(checkpoint: str | os.PathLike, metrics) -> float | None:
+    """The test accuracy the checkpoint's metrics, or its run folder's summary.json, record."""
+    acc = metrics.get("test_acc") if isinstance(metrics, dict) else None
+    if acc is None:  # a run folder's summary.json (resnet train) records it
+        folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        if (folder / "summary.json").exists():
+            acc = json.loads((folder / "summary.json").read_text()).get("test_acc")
+    return acc
+
+
+def _metadata(
+    state: dict, name: str, recipe, test_acc, metrics, use_ema: bool, licence: str
+) -> dict:
+    """The JSON that describes published weights (hash and source added by the caller)."""
+    return {
+        "format": W.PACKAGE_FORMAT,
+        "version": 1,
+        "name": name,
+        "arch": state.get("arch", "custom"),
+        "spec": state["spec"],
+        "model_options": state["model_options"],
+        "classes": state.get("classes"),
+        "preprocessing": state.get("preprocessing"),
+        "recipe": recipe,
+        "config": state.get("config"),
+        "test_acc": test_acc,
+        "metrics": metrics,
+        "epoch": state.get("epoch"),
+        "ema": use_ema,
+        "licence": licence,
+        "versions": package_versions(),
+    }
+
+
 def publish_weights(
     checkpoint: str | os.PathLike,
     name: str,
@@ -71,11 +105,7 @@ def publish_weights(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     metrics = state.get("metrics") or {}
     if test_acc is None:
-        test_acc = metrics.get("test_acc") if isinstance(metrics, dict) else None
-    if test_acc is None:  # a run folder's summary.json (resnet train) records it
-        folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        if (folder / "summary.json").exists():
-            test_acc = json.loads((folder / "summary.json").read_text()).get("test_acc")
+        test_acc = _recorded_test_acc(checkpoint, metrics)
     out = Path(out_dir or W.PACKAGE_DIR)
     blob = save(
         tensors,
@@ -86,26 +116,9 @@ def publish_weights(
         },
     )
     st_path = atomic_write_bytes(out / f"{name}.safetensors", lambda f: f.write(blob))
-    meta = {
-        "format": W.PACKAGE_FORMAT,
-        "version": 1,
-        "name": name,
-        "arch": state.get("arch", "custom"),
-        "spec": state["spec"],
-        "model_options": state["model_options"],
-        "classes": state.get("classes"),
-        "preprocessing": state.get("preprocessing"),
-        "recipe": recipe,
-        "config": state.get("config"),
-        "test_acc": test_acc,
-        "metrics": metrics,
-        "epoch": state.get("epoch"),
-        "ema": use_ema,
-        "licence": licence,
-        "sha256": sha256_file(st_path),
-        "source_checkpoint": Path(checkpoint).name,
-        "versions": package_versions(),
-    }
+    meta = _metadata(state, name, recipe, test_acc, metrics, use_ema, licence)
+    meta |= {"sha256": sha256_file(st_path), "source_checkpoint": Path(checkpoint).name}
+    meta["versions"] = meta.pop("versions")  # last, as it always was
     json_path = atomic_write_text(
         out / f"{name}.json", json.dumps(meta, indent=2, default=str) + "\n"
     )

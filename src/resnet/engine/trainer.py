@@ -456,10 +456,12 @@ class Trainer:
 
     def _sums(self, epoch: int) -> tuple[int, torch.Tensor, float]:
         """Where the epoch starts: (batch, [loss sum, correct, seen], seconds already spent)."""
-        p = self.partial
-        if p is not None and p["epoch"] == epoch:
-            return p["step"], torch.tensor(p["sums"], dtype=torch.float64), p["seconds"]
-        return 0, torch.zeros(3, dtype=torch.float64), 0.0
+        p, sums = self.partial, torch.zeros(3, dtype=torch.float64)
+        if p is None or p["epoch"] != epoch:
+            return 0, sums, 0.0
+        if self.main:  # the saved sums are every process's: rank 0 carries them on
+            sums = torch.tensor(p["sums"], dtype=torch.float64)
+        return p["step"], sums, p["seconds"]
 
     def train_one_epoch(self, epoch: int) -> dict:
         """Trains one epoch (or the rest of a stopped one); returns its metrics row.
@@ -522,7 +524,9 @@ class Trainer:
 
     def _stop_inside(self, epoch: int, step: int, sums: torch.Tensor, seconds: float) -> None:
         """Saves a `last.pt` that resumes at batch `step` of `epoch`, then ends the run."""
-        partial = {"epoch": epoch, "step": step, "sums": sums.tolist(), "seconds": seconds}
+        totals = sums.clone()
+        distributed.all_reduce_sum(totals)  # every process stops here together
+        partial = {"epoch": epoch, "step": step, "sums": totals.tolist(), "seconds": seconds}
         self.train_seconds += seconds
         self._save(epoch - 1, epoch * self.steps_per_epoch + step, False, partial)
         raise _Stopped(step)

@@ -64,6 +64,13 @@ def validate(
         progress=progress,
         desc=split,
     )
+    return _record(checkpoint, state, split, source, amp_dtype, metrics, out)
+
+
+def _record(
+    checkpoint, state: dict, split: str, source: str, amp_dtype, metrics: dict, out: Path | None
+) -> dict:
+    """The metrics with what produced them; written to `out` (default: beside the run)."""
     several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
     ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
@@ -75,7 +82,7 @@ def validate(
         "data": source,
         "split": split,
         "numerics": precision_name(amp_dtype),
-        "classes": classes,
+        "classes": state["classes"],
         **metrics,
         "out": str(out),
     }
