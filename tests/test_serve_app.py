@@ -37,7 +37,14 @@ def test_liveness_readiness_and_openapi(settings):
             "/v1/datasets",
         ):
             assert p in paths, sorted(paths)
-        assert c.get("/docs").status_code == 200
+        docs = c.get("/docs")  # the API docs work offline: Swagger UI is served from here
+        assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+        assert "https://" not in docs.text
+        catalogue = {m["name"]: m for m in c.get("/v1/catalogue").json()}
+        assert catalogue["plain20"]["skips"] is False and catalogue["resnet50"]["depth"] == 50
+        info = c.get("/v1/catalogue/resnet20").json()
+        assert info["params"] == 269_722 and info["macs"] > 40e6
+        assert c.get("/v1/catalogue/resnet21").status_code == 404
     # After shutdown (the lifespan drained) the app reports itself not ready.
     assert app.state.ready is False and app.state.draining is True
     with TestClient(app, raise_server_exceptions=False) as c:

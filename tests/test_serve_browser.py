@@ -6,7 +6,7 @@ background thread. One walk through the app: upload a ZIP of digits, see the cla
 resnet20 for two epochs, watch the curve grow and the run finish, open the run page (confusion
 matrix, per-class table), drop an image on Predict and read the top-1 label and the Grad-CAM
 image. Each page is saved as a PNG under the test's tmp folder; with RESNET_SCREENSHOTS=DIR
-(e.g. docs/figures/serve) they are copied there too.
+(e.g. docs/figures/serve) a 256-colour copy goes there too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ import pytest
 import uvicorn
 from conftest import write_digits_folder
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from resnet.serve import ServeSettings, create_app
 from resnet.serve.auth import COOKIE
@@ -92,17 +94,13 @@ def test_page_needs_the_token_and_keeps_it_in_a_strict_cookie(tmp_path):
 
 
 # -- the browser walk -----------------------------------------------------------------------
-@pytest.fixture
-def server(tmp_path):
+@contextmanager
+def _serve(settings: ServeSettings):
     """The real app under uvicorn on a free 127.0.0.1 port, in a background thread."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(_settings(tmp_path)),
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=5)
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -110,21 +108,38 @@ def server(tmp_path):
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(30)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 @pytest.fixture
-def page(tmp_path):
-    """A Chromium page at a laptop's size; fails the test on any uncaught page error."""
+def chromium() -> str:
+    """Debian's chromium, or a skip that says how to get it."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
+    return CHROMIUM
+
+
+@pytest.fixture
+def server(chromium, tmp_path):
+    """The server the browser walk uses (started only when there is a browser)."""
+    with _serve(_settings(tmp_path)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(chromium):
+    """A Chromium page at a laptop's size; fails the test on any uncaught page error."""
+    from playwright import sync_api
+
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
         context = browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(30_000)
         pg = context.new_page()
@@ -142,7 +157,11 @@ def _shot(page, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(path), full_page=True)
     if out := os.environ.get("RESNET_SCREENSHOTS"):
         Path(out).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(out) / path.name)
+        with Image.open(path) as im:  # 256 colours: the docs' copy at ~40 % of the bytes
+            small = im.convert("RGB").quantize(
+                256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            )
+            small.save(Path(out) / path.name, optimize=True)
 
 
 def _loaded(img) -> None:
@@ -163,6 +182,21 @@ def _zip_digits(tmp_path: Path) -> bytes:
     return buf.getvalue()
 
 
+def test_browser_page_with_a_token(page, tmp_path):
+    """With --token the page opens once from /?token=..., then works from its cookie alone."""
+    from playwright.sync_api import expect
+
+    with _serve(_settings(tmp_path, token="s3cret")) as url:
+        assert page.goto(f"{url}/").status == 401
+        page.goto(f"{url}/?token=s3cret")
+        page.wait_for_url(f"{url}/")  # the token left the address bar
+        page.goto(f"{url}/#/runs")
+        expect(page.locator("#view h1")).to_have_text("Runs")  # /v1/runs answered the cookie
+        expect(page.locator("#error")).to_be_hidden()
+        page.context.clear_cookies()
+        assert page.reload().status == 401
+
+
 def test_browser_upload_train_inspect_predict(server, page, tmp_path):
     from playwright.sync_api import expect
 
@@ -171,6 +205,7 @@ def test_browser_upload_train_inspect_predict(server, page, tmp_path):
     _inspect_run(page, tmp_path)
     _runs_table(page, server, run_id, tmp_path)
     _compare(page, server, run_id, tmp_path)
+    _queue_stop_resume(page, server, tmp_path)
     _predict(page, server, run_id, tmp_path)
     page.goto(f"{server}/#/runs/no-such-run")  # an API error is shown, not swallowed
     expect(page.locator("#error")).to_be_visible()
@@ -209,6 +244,8 @@ def _train(page, tmp_path: Path) -> str:
     page.wait_for_url(re.compile(r"#/train\?dataset=digits"))
     expect(page.locator("select[name=dataset]")).to_have_value("digits")
     page.fill("input[name=model]", "resnet20")
+    # The architecture's size, as `resnet models` gives it (269,722 parameters for 10 classes).
+    expect(page.locator("#model-info")).to_contain_text("0.27 M parameters")
     page.fill("input[name=epochs]", "2")
     page.fill("input[name=batch_size]", "16")
     page.select_option("select[name=augment]", "flip")
@@ -275,6 +312,35 @@ def _compare(page, server: str, first: str, tmp_path: Path) -> None:
     expect(page.locator("#config-diff")).to_contain_text("run.epochs")
     expect(page.locator(".compare table.per-class")).to_have_count(2)
     _shot(page, tmp_path, "compare")
+
+
+def _queue_stop_resume(page, server: str, tmp_path: Path) -> None:
+    """A long run and one queued behind it; Stop, then Resume, from the run page."""
+    from playwright.sync_api import expect
+
+    data = {"source": "digits", "batch_size": 16, "augment": "none"}
+    for name, epochs in (("digits-long", 40), ("digits-next", 1)):
+        body = {"config": {"model": {"name": "resnet20"}, "data": data, "run": {"epochs": epochs}}}
+        assert httpx.post(f"{server}/v1/runs", json=body | {"name": name}).status_code == 202
+    page.goto(f"{server}/#/runs/digits-next")
+    status = page.locator("#run-status")
+    if status.get_attribute("data-status") == "queued":  # unless the long run already ended
+        expect(page.locator("#queue-position")).to_contain_text("position 1")
+        _shot(page, tmp_path, "queued")
+    page.goto(f"{server}/#/runs/digits-long")
+    expect(page.locator("#chart-acc")).to_have_attribute(
+        "data-points", re.compile(r"^[1-9]"), timeout=TIMEOUT_MS
+    )
+    _shot(page, tmp_path, "live")
+    page.click("#stop")
+    expect(status).to_have_attribute("data-status", "stopped", timeout=TIMEOUT_MS)
+    expect(page.locator("#log")).to_contain_text("run stopped")
+    expect(page.locator("#downloads a", has_text="last.pt")).to_be_visible()
+    page.click("#resume")  # queued behind digits-next, or running once it is done
+    expect(status).to_have_attribute("data-status", "running", timeout=TIMEOUT_MS)
+    expect(page.locator("#log")).to_contain_text("resumed")
+    page.click("#stop")
+    expect(status).to_have_attribute("data-status", "stopped", timeout=TIMEOUT_MS)
 
 
 def _predict(page, server: str, run_id: str, tmp_path: Path) -> None:

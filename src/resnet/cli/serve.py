@@ -86,7 +86,12 @@ def run(args) -> int:
             f"warning: serving on {settings.host} without --token: anyone who can reach "
             "this port can train, read runs and predict"
         )
-    print(f"resnet serve: http://{settings.host}:{settings.port}/ (API docs at /docs)")
+    page = f"http://{settings.host}:{settings.port}/"
+    # The page keeps the token in a cookie once opened with it: open this address directly.
+    print(
+        f"resnet serve: {page}{'?token=' + settings.token if settings.token else ''} "
+        f"(API docs at {page}docs)"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,

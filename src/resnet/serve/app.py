@@ -12,6 +12,7 @@ import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from .auth import check_token
 from .datasets import DatasetStore
@@ -30,7 +31,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The app for `settings` (defaults: runs/ on 127.0.0.1, no token)."""
     settings = settings or ServeSettings()
     metrics = ServeMetrics()
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI whose /docs and /redoc assets ship in a package: no CDN
         title="resnet serve",
         version=API_VERSION,
         summary="Train, evaluate and serve residual networks on your own machine.",

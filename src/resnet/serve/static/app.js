@@ -5,9 +5,6 @@
 const API = "/v1";
 const AUGMENTS = ["paper", "none", "flip", "flip_erase", "light", "erase", "strong"];
 const FREEZE = ["none", "backbone", "stages:1", "stages:2", "stages:3"];
-// Suggestions only (any name `resnet models` lists is accepted; the server checks it).
-const ARCHITECTURES = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet164",
-  "wrn_16_4", "fast_resnet8_32", "resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d"];
 const RECIPES = { "": "(none: the knobs below)", paper: "paper", speedrun: "speedrun", best: "best", ensemble: "ensemble" };
 const TASKS = { classify: "Classify", detect: "Detect (boxes)", segment: "Segment (masks)" };
 const COLORS = ["#2457c5", "#d9480f", "#1f7a3d", "#862e9c", "#5c940d", "#c2255c"];
@@ -404,7 +401,8 @@ function imageSrc(x) {
 
 async function trainView(main, query) {
   const params = new URLSearchParams(query || "");
-  const [datasets, models] = await Promise.all([api("/datasets"), api("/models")]);
+  const [datasets, models, catalogue] = await Promise.all([api("/datasets"), api("/models"), api("/catalogue")]);
+  const archs = new Map(asList(catalogue).map((m) => [m.name, m]));
   const dsList = asList(datasets, "datasets", "items");
   const served = asList(models, "models");
   const f = {
@@ -426,11 +424,26 @@ async function trainView(main, query) {
     const fit = dsList.filter((d) => tasksOf(d).includes(f.task.value));
     clear(f.dataset).append(...fit.map((d) => h("option", { value: d.id, selected: d.id === keep }, d.name || d.id)));
     const classifyOnly = f.task.value !== "classify";
+    if (classifyOnly && f.batch.value === "128") f.batch.value = 8; // detection: small batches
+    if (!classifyOnly && f.batch.value === "8") f.batch.value = 128;
     for (const el of [f.augment, f.freeze, f.budget, f.recipe]) el.disabled = classifyOnly;
   };
   f.task.addEventListener("change", fillData);
   fillData();
   for (const el of Object.values(f)) el.dataset.initial = el.value;
+  // The chosen architecture's size and cost (from GET /v1/catalogue, as `resnet models` lists them).
+  const modelNote = h("p", { class: "muted", id: "model-info" });
+  const describe = async () => {
+    const name = f.model.value.trim();
+    if (!archs.has(name)) {
+      modelNote.textContent = "Unknown model name: the list offers the known ones.";
+      return;
+    }
+    const m = await api(`/catalogue/${enc(name)}`);
+    if (f.model.value.trim() === name) modelNote.textContent = `${m.name}: ${archLabel(m)}${m.skips ? "" : " (plain: no skip connections)"}`;
+  };
+  f.model.addEventListener("change", describe);
+  describe();
   const form = h("form", { class: "knobs card", id: "train-form", onsubmit: async (e) => {
     e.preventDefault();
     const body = { task: f.task.value, config: trainConfig(f, dsList) };
@@ -444,12 +457,18 @@ async function trainView(main, query) {
   field("Batch size", f.batch), field("Augmentation", f.augment), field("Pretrained weights", f.weights),
   field("Freeze", f.freeze), field("Run name", f.name), h("button", { type: "submit", id: "start" }, "Start training"));
   main.append(h("h1", {}, "Train"),
-    h("datalist", { id: "model-names" }, ARCHITECTURES.map((a) => h("option", { value: a }))),
-    form,
+    h("datalist", { id: "model-names" }, [...archs.values()].map((m) => h("option", { value: m.name, label: `${m.family}, depth ${m.depth}${m.skips ? "" : ", plain"}` }))),
+    form, modelNote,
     h("p", { class: "muted" }, "A recipe sets every knob from a tested configuration; the fields you fill in then override it. ",
       "With a time budget the run plans as many epochs as fit (at most the number above) and ends its schedule in time."),
     h("h2", {}, "Trained models on this server"), modelTable(served));
   if (!dsList.length) showError("No data set yet: upload one on the Data sets page first.");
+}
+
+/** "0.27 M parameters, 0.04 GMACs per 32 px image (cifar, depth 20)": what sets size and speed. */
+function archLabel(m) {
+  const macs = m.macs ? `, ${(m.macs / 1e9).toFixed(2)} GMACs per ${m.input_size} px image` : "";
+  return `${(m.params / 1e6).toFixed(2)} M parameters${macs} (${m.family}, depth ${m.depth})`;
 }
 
 function modelTable(models) {
@@ -679,6 +698,7 @@ function liveSection(run, rows, charts) {
     badge.className = `status ${status}`;
     badge.dataset.status = status;
     section.stop.disabled = !["queued", "running"].includes(status);
+    section.stop.textContent = status === "queued" ? "Cancel" : "Stop";
     section.resume.disabled = !["stopped", "failed", "cancelled"].includes(status);
     queue.hidden = status !== "queued";
   };
@@ -700,7 +720,7 @@ function liveSection(run, rows, charts) {
   section.el = h("section", { class: "card", id: "live" },
     progress, h("div", { class: "stats" }, stat("epoch", "epoch"), stat("ETA", "eta"), stat("img/s", "imgs"),
       stat("train loss", "loss"), stat("train acc", "acc"), stat("val acc", "val-acc")), queue, log);
-  const ui = { setStatus, addLog, progress, rows, charts, queue, section, log };
+  const ui = { setStatus, addLog, progress, rows, charts, queue, section, log, seen: 0 };
   section.follow = (live) => follow(id, ui, live);
   every(2000, async () => { // the queue position moves as the jobs before it end
     if (queue.hidden) return;
@@ -719,16 +739,18 @@ function showQueue(run, el) {
 
 const EVENT_NAMES = ["run_start", "step", "epoch_end", "checkpoint", "log", "run_end", "error"];
 
-/** Follows a run's event stream from its start; the browser reconnects by itself and sends
- * Last-Event-ID, so the server sends only what was missed. `live`: the run is (about to be)
- * running: refresh the results when it ends. */
+/** Follows a run's event stream from event `ui.seen` on (0: from its start). The browser
+ * reconnects by itself after a dropped connection and sends Last-Event-ID, so the server sends
+ * only what was missed; the server ends the stream once the run has ended, and then the page
+ * stops listening. `live`: the run is (about to be) running: refresh the results at its end. */
 function follow(id, ui, live) {
   if (ui.section.source) ui.section.source.close();
-  clear(ui.log);
-  const source = new EventSource(`${API}${runPath(id)}/events`);
+  if (!ui.seen) clear(ui.log);
+  const source = new EventSource(`${API}${runPath(id)}/events${ui.seen ? `?since=${ui.seen}` : ""}`);
   ui.section.source = source;
   const rate = { t0: 0, s0: 0 };
   const find = (sel) => ui.section.el.querySelector(sel);
+  let last = "";
   const handle = (msg) => {
     let e;
     try {
@@ -736,18 +758,24 @@ function follow(id, ui, live) {
     } catch {
       return;
     }
-    const name = e.event || msg.type;
+    if (msg.lastEventId) ui.seen = Number(msg.lastEventId) + 1;
+    const name = (last = e.event || msg.type);
     if (name === "step") onStep(e, ui, find, rate, live);
     else if (name === "epoch_end") onEpoch(e, ui, find);
     else if (name === "log") ui.addLog(e.text);
     else if (name === "run_start") onStart(e, ui, live);
     else if (name === "checkpoint") ui.addLog(`saved ${e.kind} checkpoint (epoch ${e.epoch}, step ${e.step})`);
-    else if (name === "error" || name === "run_end") onEnd(e, name, ui, source, live);
+    else if (name === "error" || name === "run_end") onEnd(e, name, ui, live);
   };
   for (const name of EVENT_NAMES) source.addEventListener(name, handle);
   source.onmessage = handle;
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) showError("The run's event stream was refused; reload the page to follow it again.");
+    if (last === "run_end" || last === "error") { // the server closed a finished stream
+      source.close();
+      if (live && ui.section.onEnd) ui.section.onEnd();
+    } else if (source.readyState === EventSource.CLOSED) {
+      showError("The run's event stream was refused; reload the page to follow it again.");
+    }
   };
   cleanups.push(() => source.close());
 }
@@ -755,7 +783,7 @@ function follow(id, ui, live) {
 function onStart(e, ui, live) {
   if (live) ui.setStatus("running");
   const sizes = e.train_size ? `: ${e.train_size} training images, ${e.planned_epochs} epochs, ${e.device} ${e.precision}` : "";
-  ui.addLog(`${e.start_epoch ? "resumed" : "started"} ${e.task && e.task !== "classify" ? `${e.task} ` : ""}${e.model} on ${shortData(e.data)}${sizes}`);
+  ui.addLog(`${e.start_epoch || e.start_step ? "resumed" : "started"} ${e.task && e.task !== "classify" ? `${e.task} ` : ""}${e.model} on ${shortData(e.data)}${sizes}`);
 }
 
 function onStep(e, ui, find, rate, live) {
@@ -785,8 +813,7 @@ function onEpoch(e, ui, find) {
   ui.addLog(`epoch ${e.epoch}/${e.epochs}: train loss ${num(row.train_loss)}, train acc ${pct(row.train_acc)}, val acc ${pct(row.val_acc)}, ${duration(row.seconds)}`);
 }
 
-function onEnd(e, name, ui, source, live) {
-  source.close();
+function onEnd(e, name, ui, live) {
   if (name === "error") {
     ui.addLog(`failed: ${e.message}`);
     if (live) showError(`The run failed: ${e.message}`);
@@ -796,7 +823,6 @@ function onEnd(e, name, ui, source, live) {
     ui.setStatus(e.status || "finished");
     if (e.status === "finished") ui.progress.value = 1;
   }
-  if (live && ui.section.onEnd) ui.section.onEnd();
 }
 
 /** The finished (or stopped) run's figures, tables, misclassified images and downloads. */
