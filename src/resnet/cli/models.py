@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Prints the registered models matching the pattern, as a table or JSON."""
-    names = list_models(args.pattern)
+    names = list_models(args.pattern, dims=None)
     if not names:
         raise ResNetError(f"no model matches {args.pattern!r}")
     rows = [model_info(n) for n in names]
@@ -40,8 +40,13 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         macs = f"{r['macs'] / 1e9:.2f}G" if r["macs"] >= 1e9 else f"{r['macs'] / 1e6:.1f}M"
+        size = (
+            "x".join(map(str, r["input_size"]))
+            if isinstance(r["input_size"], tuple | list)
+            else r["input_size"]
+        )
         lines.append(
             f"{r['name']:<24} {r['family']:<9} {r['depth']:>5} {'yes' if r['skips'] else 'no':>5} "
-            f"{r['params']:>13,} {macs:>9} {r['input_size']:>5}  {r['paper']}"
+            f"{r['params']:>13,} {macs:>9} {size:>5}  {r['paper']}"
         )
     return "\n".join(lines)

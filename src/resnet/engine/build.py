@@ -39,7 +39,8 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     """The configured net for the data's classes and channels (with its pretrained weights)."""
     entry = models.get_entry(cfg.model.name)
     options = dict(cfg.model.options)
-    if entry.spec.stem not in SMALL_STEMS and max(data.preprocessing["size"]) <= 64:
+    small_images = entry.dims == 2 and max(data.preprocessing["size"]) <= 64
+    if small_images and entry.spec.stem not in SMALL_STEMS:
         options.setdefault("small_input", True)  # the 7x7/2 + max-pool stem wastes a 28-64 px image
     kwargs = dict(num_classes=len(data.classes), in_chans=data.in_chans, **options)
     if cfg.finetune.weights:

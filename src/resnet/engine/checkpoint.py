@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ResNetError
-from ..models import Ensemble, ResNet, ResNetSpec, unwrap
+from ..models import Ensemble, ResNet, model_for_spec, spec_from_dict, unwrap
 from ..storage import atomic_write_bytes, package_versions, torch_load_safe
 from .runfolder import checkpoint_in, is_ensemble_run, member_paths
 
@@ -67,8 +67,9 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
 
 
 def build_model(state: dict[str, Any]) -> ResNet:
-    """Rebuilds the model a checkpoint describes and loads its weights (strict)."""
-    model = ResNet(ResNetSpec.from_dict(state["spec"]), **state["model_options"])
+    """Rebuilds the model a checkpoint describes (2-D, 3-D or video layout) and loads its
+    weights (strict)."""
+    model = model_for_spec(spec_from_dict(state["spec"]), **state["model_options"])
     model.arch = state.get("arch", "custom")
     try:
         model.load_state_dict(state["model"], strict=True)

@@ -17,10 +17,13 @@ from .registry import (
     count_params,
     get_entry,
     list_models,
+    model_for_spec,
     model_info,
     plain_name,
+    spec_from_dict,
 )
 from .resnet import ResNet, ResNetSpec
+from .video import VideoResNet, VideoResNetSpec
 from .weight_files import WeightsSource, open_weights
 from .wrappers import unwrap
 
@@ -30,6 +33,8 @@ __all__ = [
     "ModelEntry",
     "ResNet",
     "ResNetSpec",
+    "VideoResNet",
+    "VideoResNetSpec",
     "Weights",
     "WeightsSource",
     "build",
@@ -42,8 +47,10 @@ __all__ = [
     "list_weights",
     "load_weights",
     "model_from_weights",
+    "model_for_spec",
     "model_info",
     "open_weights",
     "plain_name",
+    "spec_from_dict",
     "unwrap",
 ]

@@ -34,6 +34,7 @@ class _Block(nn.Module):
         drop_path: float = 0.0,
         drop_rate: float = 0.0,
         skip: bool = True,
+        dims: int = 2,
     ):
         super().__init__()
         if not skip and drop_path > 0:
@@ -45,12 +46,13 @@ class _Block(nn.Module):
         # the shortcut then run at stride 1 on the pooled map, which keeps each window's
         # strongest response instead of every other pixel.
         pooled = pool_downsample and stride > 1
-        self.pool = nn.MaxPool2d(stride, ceil_mode=True) if pooled else nn.Identity()
+        max_pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
+        self.pool = max_pool(stride, ceil_mode=True) if pooled else nn.Identity()
         self.conv_stride = 1 if pool_downsample else stride
         stride = self.conv_stride
         out = planes * self.expansion
         self.downsample = (
-            make_shortcut(shortcut, inplanes, out, stride, norm, with_norm=not self.preact)
+            make_shortcut(shortcut, inplanes, out, stride, norm, not self.preact, dims)
             if skip
             else None
         )
@@ -97,11 +99,11 @@ class BasicBlock(_Block):
         _check_basic(kw.get("groups", 1), kw.get("base_width", 64), kw.get("stride_on_1x1", False))
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
-        norm, act = kw["norm"], kw.get("act") or _relu
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        norm, act, dims = kw["norm"], kw.get("act") or _relu, kw.get("dims", 2)
+        self.conv1 = conv3x3(inplanes, planes, stride, dims=dims)
         self.bn1 = norm(planes)
         self.act1 = act()
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dims=dims)
         self.bn2 = norm(planes)
         self.act2 = act()
 
@@ -130,15 +132,16 @@ class Bottleneck(_Block):
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
         norm, groups, act = kw["norm"], kw.get("groups", 1), kw.get("act") or _relu
+        dims = kw.get("dims", 2)
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
-        self.conv1 = conv1x1(inplanes, width, s1)
+        self.conv1 = conv1x1(inplanes, width, s1, dims)
         self.bn1 = norm(width)
         self.act1 = act()
-        self.conv2 = conv3x3(width, width, s3, groups)
+        self.conv2 = conv3x3(width, width, s3, groups, dims)
         self.bn2 = norm(width)
         self.act2 = act()
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv3 = conv1x1(width, planes * self.expansion, dims=dims)
         self.bn3 = norm(planes * self.expansion)
         self.act3 = act()
 
@@ -169,13 +172,13 @@ class PreActBasicBlock(_Block):
         _check_basic(kw.get("groups", 1), kw.get("base_width", 64), kw.get("stride_on_1x1", False))
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
-        norm, act = kw["norm"], kw.get("act") or _relu
+        norm, act, dims = kw["norm"], kw.get("act") or _relu, kw.get("dims", 2)
         self.bn1 = norm(inplanes)
         self.act1 = act()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, dims=dims)
         self.bn2 = norm(planes)
         self.act2 = act()
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dims=dims)
 
     def last_layer(self) -> nn.Module:
         """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
@@ -200,17 +203,18 @@ class PreActBottleneck(_Block):
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
         norm, groups, act = kw["norm"], kw.get("groups", 1), kw.get("act") or _relu
+        dims = kw.get("dims", 2)
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
         self.bn1 = norm(inplanes)
         self.act1 = act()
-        self.conv1 = conv1x1(inplanes, width, s1)
+        self.conv1 = conv1x1(inplanes, width, s1, dims)
         self.bn2 = norm(width)
         self.act2 = act()
-        self.conv2 = conv3x3(width, width, s3, groups)
+        self.conv2 = conv3x3(width, width, s3, groups, dims)
         self.bn3 = norm(width)
         self.act3 = act()
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv3 = conv1x1(width, planes * self.expansion, dims=dims)
 
     def last_layer(self) -> nn.Module:
         """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""

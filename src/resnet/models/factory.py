@@ -11,8 +11,8 @@ import os
 from ..errors import ResNetError
 from .catalogue import get_weights
 from .loading import load_weights, pretrained_cfg
-from .registry import build, check_options, get_entry, variant_spec
-from .resnet import ResNet, ResNetSpec
+from .registry import build, check_options, get_entry, model_for_spec, spec_from_dict, variant_spec
+from .resnet import ResNet
 from .weight_files import open_weights
 
 _STRUCTURE = ("small_input", "norm", "act", "global_pool")  # options our weights files record
@@ -80,7 +80,7 @@ def model_from_weights(spec: str | os.PathLike, **overrides) -> ResNet:
         )
     options = dict(src.meta.get("model_options") or {})
     options.update(overrides)
-    model = ResNet(ResNetSpec.from_dict(src.meta["spec"]), **options)
+    model = model_for_spec(spec_from_dict(src.meta["spec"]), **options)
     model.arch = src.meta.get("arch", "custom")
     report = load_weights(model, src)
     model.pretrained_cfg = pretrained_cfg(src, report)

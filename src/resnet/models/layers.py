@@ -22,10 +22,10 @@ def group_count(channels: int) -> int:
     return math.gcd(32, max(1, channels // 2))
 
 
-def norm_factory(kind: str) -> NormFactory:
-    """Returns a function `channels -> norm module` for `kind` in NORMS."""
+def norm_factory(kind: str, dims: int = 2) -> NormFactory:
+    """Returns a function `channels -> norm module` for `kind` in NORMS (3-D: BatchNorm3d)."""
     if kind == "batch":
-        return nn.BatchNorm2d
+        return nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
     if kind == "group":
         return lambda c: nn.GroupNorm(group_count(c), c)
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
@@ -47,7 +47,7 @@ def act_factory(kind: str) -> ActFactory:
 
 
 class GlobalPool(nn.Module):
-    """Pools (N, C, H, W) to (N, C): the mean (the papers'), the maximum, or their average.
+    """Pools (N, C, H, W) or (N, C, D, H, W) to (N, C): the mean, the maximum, or their average.
 
     The maximum keeps the strongest response wherever it lies (airbench's head); "avgmax" is
     timm's average of the two. None of them has parameters, so weights load under any choice.
@@ -62,27 +62,38 @@ class GlobalPool(nn.Module):
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C)."""
+        """(N, C, H, W) or (N, C, D, H, W) -> (N, C)."""
         # Adaptive pools, not mean/amax: exported graphs keep GlobalAveragePool/GlobalMaxPool.
+        if x.dim() == 5:
+            return self._forward_3d(x)
         if self.kind == "avg":
             return F.adaptive_avg_pool2d(x, 1).flatten(1)
         if self.kind == "max":
             return F.adaptive_max_pool2d(x, 1).flatten(1)
         return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)).flatten(1)
 
+    def _forward_3d(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "avg":
+            return F.adaptive_avg_pool3d(x, 1).flatten(1)
+        if self.kind == "max":
+            return F.adaptive_max_pool3d(x, 1).flatten(1)
+        return 0.5 * (F.adaptive_avg_pool3d(x, 1) + F.adaptive_max_pool3d(x, 1)).flatten(1)
+
     def extra_repr(self) -> str:
         """The pool's kind, shown in the module's repr."""
         return self.kind
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """A 3x3 convolution with padding 1 and no bias (a norm layer follows it)."""
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dims: int = 2) -> nn.Module:
+    """A 3x3 (3-D: 3x3x3) convolution with padding 1 and no bias (a norm layer follows it)."""
+    conv = nn.Conv3d if dims == 3 else nn.Conv2d
+    return conv(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
-def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    """A 1x1 convolution with no bias (a norm layer follows it)."""
-    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+def conv1x1(cin: int, cout: int, stride: int = 1, dims: int = 2) -> nn.Module:
+    """A 1x1 (3-D: 1x1x1) convolution with no bias (a norm layer follows it)."""
+    conv = nn.Conv3d if dims == 3 else nn.Conv2d
+    return conv(cin, cout, 1, stride=stride, bias=False)
 
 
 class PadShortcut(nn.Module):
@@ -100,10 +111,19 @@ class PadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x` subsampled by the stride, with zero channels appended."""
+        if x.dim() == 5:
+            return self._forward_3d(x)
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra:
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+    def _forward_3d(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride, :: self.stride]
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.extra))
         return x
 
 
@@ -111,27 +131,33 @@ SHORTCUTS = ("A", "B", "D")
 
 
 def make_shortcut(
-    kind: str, cin: int, cout: int, stride: int, norm: NormFactory, with_norm: bool = True
+    kind: str,
+    cin: int,
+    cout: int,
+    stride: int,
+    norm: NormFactory,
+    with_norm: bool = True,
+    dims: int = 2,
 ) -> nn.Module | None:
     """The shortcut of a block whose input and output shapes differ; None when they match.
 
     A: zero-padded identity (no parameters). B: 1x1 projection (+ norm), as in torchvision.
     D: average-pool then 1x1 projection (Bag of Tricks, ResNet-D), so no activation is skipped.
     Pre-activation blocks project the already normalised input, so they use no norm here.
+    `dims=3` builds the same shortcuts for volumes (N, C, D, H, W).
     """
     if stride == 1 and cin == cout:
         return None
     if kind == "A":
         return PadShortcut(cin, cout, stride)
     if kind == "B":
-        layers: list[nn.Module] = [conv1x1(cin, cout, stride)]
+        layers: list[nn.Module] = [conv1x1(cin, cout, stride, dims)]
     elif kind == "D":
+        avg = nn.AvgPool3d if dims == 3 else nn.AvgPool2d
         pool: nn.Module = (
-            nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-            if stride > 1
-            else nn.Identity()
+            avg(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
         )
-        layers = [pool, conv1x1(cin, cout)]
+        layers = [pool, conv1x1(cin, cout, dims=dims)]
     else:
         raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
     if with_norm:

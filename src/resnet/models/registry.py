@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from .resnet import ResNet, ResNetSpec
+from .video import VideoResNet, VideoResNetSpec
+
+AnySpec = ResNetSpec | VideoResNetSpec
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,18 @@ class ModelEntry:
     """A registered variant: its spec plus what the table and defaults need."""
 
     name: str
-    spec: ResNetSpec
+    spec: AnySpec
     family: str
     paper: str
-    input_size: int  # the family's native input, used for MACs
+    input_size: int | tuple[int, ...]  # the family's native input (3-D: D, H, W), for MACs
     num_classes: int  # the paper's default head
     depth: int
     defaults: tuple[tuple[str, object], ...] = ()  # constructor options the paper used
+
+    @property
+    def dims(self) -> int:
+        """2 for image nets (N, C, H, W), 3 for volume and video nets (N, C, D, H, W)."""
+        return self.spec.dims
 
     @property
     def plain(self) -> bool:
@@ -75,17 +83,25 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[key]
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style pattern (`resnet*`, `*plain*`), in table order."""
+def list_models(pattern: str = "*", dims: int | None = 2) -> list[str]:
+    """Registered names matching a shell-style pattern (`resnet*`, `*plain*`), in table order.
+
+    `dims` picks image nets (2, the default: what every 2-D pipeline can feed), volume and
+    video nets (3), or all (None).
+    """
     pat = canonical_name(pattern)
     if not any(c in pat for c in "*?["):
         pat = f"*{pat}*"
-    return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pat)]
+    return [
+        n
+        for n, e in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pat) and (dims is None or e.dims == dims)
+    ]
 
 
 def variant_spec(
     entry: ModelEntry, skip: bool | None = None, shortcut: str | None = None
-) -> ResNetSpec:
+) -> AnySpec:
     """The entry's spec, or its plain twin (`skip=False`) / another shortcut kind."""
     spec = entry.spec
     if skip is not None:
@@ -105,7 +121,7 @@ def check_options(entry: ModelEntry, options: dict) -> None:
         )
 
 
-def _arch_name(entry: ModelEntry, spec: ResNetSpec) -> str:
+def _arch_name(entry: ModelEntry, spec: AnySpec) -> str:
     """The registered name a (possibly changed) spec goes by: the entry's, its plain twin's, or
     `<name>(custom)`."""
     if spec == entry.spec:
@@ -125,7 +141,7 @@ def build(
     skip: bool | None = None,
     shortcut: str | None = None,
     **options,
-) -> ResNet:
+) -> ResNet | VideoResNet:
     """Builds a registered model with fresh weights (`resnet.create` also loads weights).
 
     Args:
@@ -142,7 +158,7 @@ def build(
     check_options(entry, options)
     kwargs = dict(entry.defaults)
     kwargs.update(options)
-    model = ResNet(
+    model = model_for_spec(
         spec,
         entry.num_classes if num_classes is None else num_classes,
         3 if in_chans is None else in_chans,
@@ -150,6 +166,19 @@ def build(
     )
     model.arch = _arch_name(entry, spec)
     return model
+
+
+def model_for_spec(spec: AnySpec, *args, **options) -> ResNet | VideoResNet:
+    """The module a spec describes: `ResNet` (2-D or 3-D) or torchvision-layout `VideoResNet`."""
+    cls = VideoResNet if isinstance(spec, VideoResNetSpec) else ResNet
+    return cls(spec, *args, **options)
+
+
+def spec_from_dict(d: dict) -> AnySpec:
+    """The spec a checkpoint recorded (`spec.to_dict()`): video specs carry `kind: video`."""
+    if d.get("kind") == "video":
+        return VideoResNetSpec.from_dict(d)
+    return ResNetSpec.from_dict(d)
 
 
 def plain_name(name: str) -> str:
@@ -163,11 +192,17 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_size: int, in_chans: int = 3) -> int:
-    """Multiply-accumulates of one forward pass at `input_size`, counted on the meta device."""
+def count_macs(model: nn.Module, input_size: int | tuple[int, ...], in_chans: int = 3) -> int:
+    """Multiply-accumulates of one forward pass at `input_size`, counted on the meta device.
+
+    `input_size`: a side (a square image, or a cube for a 3-D net) or the full (D, H, W) / (H, W).
+    """
     from torch.utils.flop_counter import FlopCounterMode  # heavy (pulls in triton): only here
 
-    x = torch.empty(1, in_chans, input_size, input_size, device="meta")
+    if isinstance(input_size, int):
+        dims = getattr(getattr(model, "spec", None), "dims", 2)
+        input_size = (input_size,) * dims
+    x = torch.empty(1, in_chans, *input_size, device="meta")
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(x)

@@ -17,7 +17,7 @@ from .layers import SHORTCUTS, GlobalPool, act_factory, conv3x3, norm_factory
 
 STEMS = ("imagenet", "deep", "cifar", "pool")
 SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
-BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @contextmanager
@@ -36,6 +36,49 @@ def _norm_stats_kept(module: nn.Module) -> Iterator[None]:
         for m, (momentum, count) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
+
+
+def _checkpointed(segment: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`segment(x)`, keeping only `x`: the segment runs again in the backward pass."""
+    return checkpoint(
+        segment,
+        x,
+        use_reentrant=False,
+        context_fn=lambda: (nullcontext(), _norm_stats_kept(segment)),
+    )
+
+
+def checkpointed_stages(
+    stages: list[nn.Sequential], x: torch.Tensor, every_block: bool = False
+) -> torch.Tensor:
+    """Runs the stages on `x` with activation checkpointing.
+
+    Images: sqrt(n) segments a stage, so memory grows with the square root of depth, not
+    linearly; every segment but the last keeps only its input and runs again in the backward
+    pass. Volumes (`every_block`): each block keeps only its input, since a 3-D block's inner
+    activations dwarf everything else (ResNet-18's 2-block stages would otherwise keep all).
+    """
+    for stage in stages:
+        blocks = list(stage)
+        if every_block:
+            for block in blocks:
+                x = _checkpointed(block, x)
+            continue
+        size = len(blocks) // max(1, math.isqrt(len(blocks)))
+        start = 0
+        while start + size < len(blocks):
+            x = _checkpointed(nn.Sequential(*blocks[start : start + size]), x)
+            start += size
+        for block in blocks[start:]:
+            x = block(x)
+    return x
+
+
+def _imagenet_conv(in_chans: int, width: int, dims: int) -> nn.Module:
+    """The ImageNet stem's conv: 7x7/2; for volumes 7x7x7 strided (1, 2, 2) (Hara et al. 2018)."""
+    if dims == 3:
+        return nn.Conv3d(in_chans, width, 7, stride=(1, 2, 2), padding=3, bias=False)
+    return nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +100,9 @@ class ResNetSpec:
         stride_on: where a stage halves the resolution: "3x3" (v1.5, torchvision), "1x1" (the
             2015 paper's bottleneck) or "pool" (a 2x2 max-pool in front of the stage's first
             block, whose convs and shortcut then run at stride 1, as airbench downsamples).
+        dims: 2 for images (N, C, H, W); 3 for volumes (N, C, D, H, W): the same net with
+            Conv3d/BatchNorm3d/MaxPool3d, its ImageNet stem a 7x7x7 conv strided (1, 2, 2) as
+            in Hara et al. 2018 (the depth axis keeps its resolution until the max-pool).
     """
 
     block: str
@@ -70,6 +116,7 @@ class ResNetSpec:
     preact: bool = False
     skip: bool = True
     stride_on: str = "3x3"
+    dims: int = 2
 
     def __post_init__(self):
         if self.block not in ("basic", "bottleneck"):
@@ -86,6 +133,8 @@ class ResNetSpec:
             raise ValueError("depths and widths need one entry per stage, 3 or 4 stages")
         if min(self.depths) < 1 or min(self.widths) < 1:
             raise ValueError("every stage needs at least one block and one channel")
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 (images) or 3 (volumes), not {self.dims!r}")
 
     @property
     def expansion(self) -> int:
@@ -208,7 +257,7 @@ class ResNet(nn.Module):
             grad_checkpointing=grad_checkpointing,
         )
         self.grad_checkpointing = grad_checkpointing
-        make_norm = norm_factory(norm)
+        make_norm = norm_factory(norm, spec.dims)
         make_act = act_factory(act)
         reduction = self._build_stem(in_chans, small_input, make_norm, make_act)
         inplanes = self._build_stages(reduction, drop_path_rate, block_dropout, make_norm, make_act)
@@ -219,27 +268,27 @@ class ResNet(nn.Module):
         """Adds conv1, bn1, act1 and maxpool; returns the stem's total reduction."""
         # A pre-activation CIFAR net starts with a bare conv: its first block normalises.
         spec = self.spec
-        sw = spec.stem_width
+        sw, dims = spec.stem_width, spec.dims
         stride = 1 if small_input else 2
         if spec.stem == "imagenet":
             self.conv1 = (
-                conv3x3(in_chans, sw)
+                conv3x3(in_chans, sw, dims=dims)
                 if small_input
-                else nn.Conv2d(in_chans, sw, 7, stride=2, padding=3, bias=False)
+                else _imagenet_conv(in_chans, sw, dims)
             )
         elif spec.stem == "deep":
             half = sw // 2
             self.conv1 = nn.Sequential(
-                conv3x3(in_chans, half, stride),
+                conv3x3(in_chans, half, stride, dims=dims),
                 make_norm(half),
                 make_act(),
-                conv3x3(half, half),
+                conv3x3(half, half, dims=dims),
                 make_norm(half),
                 make_act(),
-                conv3x3(half, sw),
+                conv3x3(half, sw, dims=dims),
             )
         else:
-            self.conv1 = conv3x3(in_chans, sw)
+            self.conv1 = conv3x3(in_chans, sw, dims=dims)
         bare_stem = spec.preact and spec.stem == "cifar"
         self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
         self.act1 = nn.Identity() if bare_stem else make_act()
@@ -247,10 +296,11 @@ class ResNet(nn.Module):
         # The pool stem pools straight after its conv, as airbench does: BatchNorm and ReLU then
         # run on a quarter of the pixels (the full-resolution ones cost 16 % of a training step).
         self.pool_first = spec.stem == "pool"
+        max_pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
         if spec.stem == "pool":
-            self.maxpool = nn.MaxPool2d(2)
+            self.maxpool = max_pool(2)
         else:
-            self.maxpool = nn.MaxPool2d(3, 2, 1) if has_pool else nn.Identity()
+            self.maxpool = max_pool(3, 2, 1) if has_pool else nn.Identity()
         reduction = {"cifar": 1, "pool": 2}.get(spec.stem, stride)
         self.feature_info = [
             dict(num_chs=sw, reduction=reduction, module="conv1" if bare_stem else "act1")
@@ -287,6 +337,7 @@ class ResNet(nn.Module):
                         drop_path=rate,
                         drop_rate=block_dropout,
                         skip=spec.skip,
+                        dims=spec.dims,
                     )
                 )
                 inplanes = width * block.expansion
@@ -322,11 +373,11 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d | nn.Conv3d):
                 # The ReLU gain for every activation (GELU/SiLU too), as torchvision and timm do:
                 # each conv is followed by a norm layer, which undoes any scale error of the init.
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d | nn.GroupNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if isinstance(self.fc, nn.Linear):
@@ -362,24 +413,7 @@ class ResNet(nn.Module):
 
     @torch.jit.unused
     def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
-        # sqrt(n) segments a stage: memory grows with the square root of depth, not linearly.
-        # Every segment but the last keeps only its input and runs again in the backward pass.
-        for stage in self.stages():
-            blocks = list(stage)
-            size = len(blocks) // max(1, math.isqrt(len(blocks)))
-            start = 0
-            while start + size < len(blocks):
-                segment = nn.Sequential(*blocks[start : start + size])
-                x = checkpoint(
-                    segment,
-                    x,
-                    use_reentrant=False,
-                    context_fn=lambda seg=segment: (nullcontext(), _norm_stats_kept(seg)),
-                )
-                start += size
-            for block in blocks[start:]:
-                x = block(x)
-        return x
+        return checkpointed_stages(self.stages(), x, every_block=self.spec.dims == 3)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map (N, num_features, H', W'), before pooling."""

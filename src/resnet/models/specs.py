@@ -9,6 +9,7 @@ import dataclasses
 
 from .registry import ModelEntry, plain_name, register
 from .resnet import SMALL_STEMS, ResNetSpec
+from .video import VideoResNetSpec
 
 HE2015 = "He+ 2015 Deep Residual Learning, arXiv:1512.03385"
 HE2016 = "He+ 2016 Identity Mappings, arXiv:1603.05027"
@@ -16,6 +17,8 @@ XIE2017 = "Xie+ 2017 ResNeXt, arXiv:1611.05431"
 ZAGORUYKO2016 = "Zagoruyko+ 2016 Wide ResNets, arXiv:1605.07146"
 HE2019 = "He+ 2019 Bag of Tricks (ResNet-D), arXiv:1812.01187"
 TORCHVISION = "He+ 2015, v1.5 (stride on 3x3, torchvision)"
+HARA2018 = "Hara+ 2018 3D ResNets, arXiv:1711.09577 (MONAI/MedicalNet resnet)"
+TRAN2018 = "Tran+ 2018 R(2+1)D, arXiv:1711.11248 (torchvision video)"
 
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
@@ -31,20 +34,22 @@ IMAGENET_DEPTHS = {
 
 def _add(
     name: str,
-    spec: ResNetSpec,
+    spec: ResNetSpec | VideoResNetSpec,
     family: str,
     paper: str,
     *,
     depth: int | None = None,
     plain_twin: bool = True,
+    input_size: int | tuple[int, ...] | None = None,
+    num_classes: int | None = None,
     **defaults,
 ) -> None:
     imagenet = spec.stem not in SMALL_STEMS
     common = dict(
         family=family,
         paper=paper,
-        input_size=224 if imagenet else 32,
-        num_classes=1000 if imagenet else 10,
+        input_size=input_size or (224 if imagenet else 32),
+        num_classes=num_classes or (1000 if imagenet else 10),
         depth=depth or spec.depth,
         defaults=tuple(sorted(defaults.items())),
     )
@@ -142,3 +147,26 @@ for name, depths, widths, stem_width in (
 # 24- and 32-wide nets).
 for name in ("fast_resnet8_32", "fast_resnet8_24", "fast_resnet8", "fast_resnet8_64"):
     _add(f"{name}p", dataclasses.replace(_fast[name], stride_on="pool"), "fast", SPEEDRUN)
+
+# 3-D ResNets for volumes (Hara et al. 2018; MONAI's and MedicalNet's `resnet10`..`resnet200`):
+# the ImageNet family with Conv3d, a 7x7x7 stem strided (1, 2, 2), 3x3x3 max-pool, projection (B)
+# shortcuts without bias (Hara's and MedicalNet's; MONAI's default adds a bias to each projection
+# conv: `bias_downsample=True`). Kinetics' 400 classes by default, as MONAI; MACs at 32x64x64.
+for d, (block, depths) in {10: ("basic", (1, 1, 1, 1)), **IMAGENET_DEPTHS}.items():
+    _add(
+        f"resnet{d}_3d",
+        _imagenet(block, depths, dims=3),
+        "resnet3d",
+        HARA2018,
+        input_size=(32, 64, 64),
+        num_classes=400,
+    )
+# torchvision's video nets (Kinetics-400, 16x112x112 clips): R3D (3x3x3 everywhere), MC3 (3-D
+# first stage, 1x3x3 after: "mixed convolutions") and R(2+1)D (each 3x3x3 split in two).
+for name, convs, stem in (
+    ("r3d_18", ("3d",) * 4, "3d"),
+    ("mc3_18", ("3d", "2d", "2d", "2d"), "3d"),
+    ("r2plus1d_18", ("2plus1d",) * 4, "2plus1d"),
+):
+    spec = VideoResNetSpec(convs, stem=stem)
+    _add(name, spec, "video", TRAN2018, input_size=(16, 112, 112), num_classes=400)

@@ -21,7 +21,7 @@ def catalogue(pattern: str = "*") -> list[dict]:
     depth, whether it has skip connections, its paper. `pattern` filters ("resnet*"); the size
     and cost of one come from `/catalogue/{name}`."""
     out = []
-    for name in registered_models(pattern):
+    for name in registered_models(pattern, dims=None):  # 2-D, 3-D and video nets
         e = get_entry(name)
         out.append(
             dict(
