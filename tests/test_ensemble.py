@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,34 @@ def test_members_must_share_classes_and_preprocessing(digits_folder, tmp_path):
             load_model_or_ensemble([a, tmp_path / "b.pt"])
     model, merged = load_model_or_ensemble([a, a])
     assert isinstance(model, Ensemble) and merged["members"] == [str(a), str(a)]
+
+
+def test_a_stop_inside_a_member_stops_the_ensemble_which_resumes_from_its_folder(
+    digits_folder, tmp_path
+):
+    from resnet.engine import StepProgress, train
+
+    seen = []
+
+    def stop_in_second_member(event):
+        seen.append(event)
+        starts = sum(e.name == "run_start" for e in seen)
+        if isinstance(event, StepProgress) and starts == 2 and event.global_step == 2:
+            stop.set()
+
+    stop = threading.Event()
+    out = tmp_path / "ens"
+    cut = train(
+        ensemble_config(digits_folder, out, ensemble=2, epochs=1),
+        callbacks=[stop_in_second_member],
+        stop=stop,
+        **QUIET,
+    )
+    # The ensemble's own end: its folder (not the member's) is what resumes it.
+    assert cut["status"] == "stopped" and cut["out"] == str(out) and cut["member"] == 1
+    ends = [e for e in seen if e.name == "run_end"]
+    assert len(ends) == 1 and ends[0].summary["out"] == str(out)
+    assert (out / "member0" / "summary.json").exists() and not (out / "ensemble.json").exists()
+    assert load_checkpoint(out / "member1" / "last.pt")["partial_epoch"]["step"] == 2
+    done = train(resume=out, **QUIET)
+    assert (out / "ensemble.json").exists() and len(done["members"]) == 2

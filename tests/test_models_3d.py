@@ -235,3 +235,17 @@ def test_3d_and_video_checkpoints_rebuild_the_same_net(name, tmp_path):
     x = torch.randn(1, 1, 8, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
+
+
+def test_gradcam_gives_a_volume_for_a_3d_net_that_points_at_the_evidence():
+    from resnet.analysis.gradcam import GradCAM
+
+    torch.manual_seed(0)
+    model = resnet.create("resnet10_3d", in_chans=1, num_classes=2).eval()
+    x = torch.randn(2, 1, 8, 32, 32)
+    cams, logits = GradCAM(model)(x, target=1)
+    assert cams.shape == (2, 8, 32, 32) and logits.shape == (2, 2)
+    assert float(cams.amax()) == pytest.approx(1.0) and float(cams.amin()) >= 0.0
+    # The same maps, one image at a time: nothing mixes across the batch.
+    one, _ = GradCAM(model)(x[1:], target=1)
+    assert torch.allclose(one[0], cams[1], atol=1e-5)

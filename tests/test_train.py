@@ -718,3 +718,15 @@ def test_a_failed_run_announces_its_error(digits_folder, tmp_path):
     with pytest.raises(ResNetError, match="loss became"):
         resnet.train(cfg, callbacks=[seen.append], progress=False, log=None)
     assert seen[-1].name == "error" and "loss became" in seen[-1].message
+
+
+def test_a_run_stopped_mid_epoch_past_its_time_limit_still_finishes_that_epoch(
+    digits_folder, tmp_path
+):
+    # The limit is checked between epochs: an uninterrupted run would finish the epoch it
+    # passed the limit in, so the same run stopped inside that epoch must resume to its end.
+    cfg = small_config(str(digits_folder), tmp_path / "lim", epochs=3, time_limit=1e-3)
+    cut = train(cfg, callbacks=[_StopAt(2)], progress=False, log=None)
+    assert cut["status"] == "stopped" and cut["train_seconds"] > 1e-3
+    done = train(resume=tmp_path / "lim", progress=False, log=None)
+    assert done["epochs"] == 1  # the rest of epoch 1, then the limit stops the run

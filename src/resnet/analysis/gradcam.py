@@ -35,7 +35,8 @@ class GradCAM:
     """Grad-CAM maps of `model` at `layer`.
 
     `cams, logits = GradCAM(model)(x)` gives one map per image, [N, H, W] in [0, 1] at the
-    input's size (1 = the strongest evidence for the target class in that image).
+    input's size (1 = the strongest evidence for the target class in that image); for a 3-D
+    net fed volumes [N, C, D, H, W] the maps are volumes [N, D, H, W].
 
     Args:
         model: a classifier in eval mode (it is not modified; no parameter gradients are kept).
@@ -88,12 +89,13 @@ class GradCAM:
                 (grad,) = torch.autograd.grad(score, act)
         finally:
             handle.remove()
-        weights = grad.mean(dim=(2, 3), keepdim=True)  # global-average-pooled gradients
+        spatial = tuple(range(2, act.ndim))  # (H, W), or (D, H, W) for a 3-D net
+        weights = grad.mean(dim=spatial, keepdim=True)  # global-average-pooled gradients
         cam = F.relu((weights * act).sum(1, keepdim=True)).detach()
-        cam = F.interpolate(
-            cam, size=size or tuple(x.shape[-2:]), mode="bilinear", align_corners=False
-        )[:, 0]
-        peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        mode = "trilinear" if act.ndim == 5 else "bilinear"
+        full = tuple(x.shape[2:])
+        cam = F.interpolate(cam, size=size or full, mode=mode, align_corners=False)[:, 0]
+        peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, *[1] * (cam.ndim - 1))
         return cam / peak, logits.detach()
 
 

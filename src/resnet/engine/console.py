@@ -80,16 +80,20 @@ class ConsoleProgress(Callback):
         self._close()
         s = event.summary
         if event.status == "stopped":
+            where = f"member {s['member'] + 1}, " if "member" in s else ""
             self.write(
-                f"stopped at epoch {s['epoch']}, step {s['step']}; resume with "
+                f"stopped at {where}epoch {s['epoch']}, step {s['step']}; resume with "
                 f"`resnet train --resume {s['out']}`"
             )
             return
         split = next((k for k in ("test", "val") if s.get(f"{k}_acc") is not None), None)
+        if "members" in s and not split:
+            return  # an ensemble without a held-out split has nothing to report
         if split and "members" in s:  # an ensemble: its accuracy against its best member's
             best = max(m[f"{split}_acc"] for m in s["members"])
             self.write(
-                f"{s['model']}: {split} accuracy {100 * s[f'{split}_acc']:.2f}% (best member "
+                f"ensemble of {len(s['members'])}: {split} accuracy "
+                f"{100 * s[f'{split}_acc']:.2f}% (best member "
                 f"{100 * best:.2f}%) after {s['train_seconds']:.0f}s of training; run folder "
                 f"{s['out']}"
             )

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import ResNetError
 from ..storage import atomic_write_text
 from .config import TrainConfig
-from .events import Callback, Callbacks, RunEnd
+from .events import Callback, Callbacks, Event, RunEnd
 from .runfolder import MANIFEST, default_out, is_ensemble_run
 from .trainer import run_callbacks, train_single
 from .validate import validate
@@ -51,14 +51,36 @@ def train_ensemble(
     cfg, out = _prepare_folder(cfg)
     members, seconds = [], 0.0
     for i in range(cfg.run.ensemble):
+        if events.stop_requested:  # asked during the last member's final evaluation
+            return _stopped(events, out, i, {"epoch": 0, "step": 0, "train_seconds": seconds})
         summary = _train_member(cfg, out, i, events)
         if summary.get("status") == "stopped":
-            return summary
+            return _stopped(events, out, i, summary)
         seconds += summary["train_seconds"]
         members.append(summary)
     summary = _finish(cfg, out, members, seconds, progress)
     events.emit(RunEnd(summary, "finished"))
     return summary
+
+
+def _stopped(events: Callbacks, out: Path, member: int, summary: dict) -> dict:
+    """The ensemble's own "stopped" end: resuming the ensemble folder goes on with `member`."""
+    summary = {**summary, "status": "stopped", "out": str(out), "member": member}
+    events.emit(RunEnd(summary, "stopped"))
+    return summary
+
+
+class _MemberEvents(Callback):
+    """A member run's events, passed on to the ensemble's callbacks except its `run_end`: the
+    ensemble announces its own end (finished, or stopped with the ensemble folder to resume)."""
+
+    def __init__(self, events: Callbacks):
+        self.events = events
+
+    def on_event(self, event: Event) -> None:
+        """Forwards every event but the member's end."""
+        if not isinstance(event, RunEnd):
+            self.events.emit(event)
 
 
 def _prepare_folder(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
@@ -85,7 +107,7 @@ def _train_member(cfg: TrainConfig, out: Path, i: int, events: Callbacks) -> dic
     """Member i: read back if trained, resumed if started, else trained from its own seed."""
     folder = out / f"member{i}"
     tag = f"member {i + 1}/{cfg.run.ensemble} (seed {cfg.run.seed + i})"
-    kw = dict(callbacks=events.items, stop=events.stop, progress=False, log=None)
+    kw = dict(callbacks=[_MemberEvents(events)], stop=events.stop, progress=False, log=None)
     if (folder / "summary.json").exists():
         events.log(f"{tag}: trained already ({folder})")
         return json.loads((folder / "summary.json").read_text())

@@ -95,6 +95,8 @@ def resumed_config(
         raise ResNetError(f"{ckpt} already finished epoch {state['epoch'] + 1}")
     cfg = with_run_overrides(cfg, epochs, time_limit, time_budget)
     used, left = state.get("train_seconds", 0.0), state["epoch"] + 1 < cfg.run.epochs
+    if "partial_epoch" in state:  # the limit is checked between epochs: this one may finish
+        used -= state["partial_epoch"]["seconds"]
     if left and cfg.run.time_limit and used >= cfg.run.time_limit:
         raise ResNetError(
             f"{ckpt} has trained {used:.0f} s, at or past the time limit of "

@@ -332,18 +332,29 @@ class Trainer:
         self.epoch_seconds = [row["seconds"] for row in self.history]
         self.partial = state.get("partial_epoch")
         if self.partial is not None:  # the plan below sees the times of whole epochs only
-            self.partial = dict(self.partial, rng=state["rng"]["torch"])
+            self.partial = dict(self.partial, rng=self._saved_rng(self.partial, state))
             self.train_seconds -= self.partial["seconds"]
         self._check_budget_left()
-        self.log(
-            f"resuming {self.out} after epoch {self.start_epoch}"
-            + (f", step {self.partial['step']}" if self.partial else "")
+        where = (
+            f"in epoch {self.start_epoch + 1} at step {self.partial['step']}"
+            if self.partial
+            else (f"after epoch {self.start_epoch}")
         )
+        self.log(f"resuming {self.out} {where}")
+
+    def _saved_rng(self, partial: dict, state: dict) -> dict:
+        """This process's random state when the run stopped (CPU, and CUDA where it ran)."""
+        per_rank = partial.get("rng_per_rank")
+        if per_rank and self.rank < len(per_rank):
+            return per_rank[self.rank]
+        return {"cpu": state["rng"]["torch"], "cuda": None}  # another world size: rank 0's
 
     def _check_budget_left(self) -> None:
         """With a time budget: the plan the uninterrupted run made after this epoch (the same
         inputs give the same plan), or a new one for a new budget; a spent budget is refused."""
         budget = self.cfg.run.time_budget
+        if self.start_epoch == 0:
+            return  # stopped inside the first epoch: nothing measured, nothing spent to refuse
         if budget and self.plan(self.start_epoch) <= self.start_epoch < self.cfg.run.epochs:
             raise ResNetError(
                 f"{self.out} has trained {self.train_seconds:.0f} s of its time budget of "
@@ -406,7 +417,9 @@ class Trainer:
         for _ in range(start):
             next(batches)
         if start and self.partial is not None:
-            torch.set_rng_state(self.partial["rng"])
+            torch.set_rng_state(self.partial["rng"]["cpu"])
+            if self.partial["rng"].get("cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(self.partial["rng"]["cuda"], self.device)
         return batches
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, size, mix, where: str) -> tuple:
@@ -526,7 +539,16 @@ class Trainer:
         """Saves a `last.pt` that resumes at batch `step` of `epoch`, then ends the run."""
         totals = sums.clone()
         distributed.all_reduce_sum(totals)  # every process stops here together
-        partial = {"epoch": epoch, "step": step, "sums": totals.tolist(), "seconds": seconds}
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        # Each process's own random state (augmentation may draw unequal counts per process).
+        rng = distributed.all_gather_object({"cpu": torch.get_rng_state(), "cuda": cuda})
+        partial = {
+            "epoch": epoch,
+            "step": step,
+            "sums": totals.tolist(),
+            "seconds": seconds,
+            "rng_per_rank": rng,
+        }
         self.train_seconds += seconds
         self._save(epoch - 1, epoch * self.steps_per_epoch + step, False, partial)
         raise _Stopped(step)
