@@ -191,7 +191,49 @@ def _check_options(
         )
 
 
-class ResNet(nn.Module):
+class ResidualClassifier(nn.Module):
+    """What every residual classifier here shares (`ResNet`, 2-D or 3-D, and the video layout):
+    its weight init, its stages in order, a replaceable head, activation checkpointing on/off.
+
+    Subclasses set `stage_names`, `num_features`, `fc`, `options` and `grad_checkpointing`.
+    """
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Conv3d):
+                # The ReLU gain for every activation (GELU/SiLU too), as torchvision and timm do:
+                # each conv is followed by a norm layer, which undoes any scale error of the init.
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if isinstance(self.fc, nn.Linear):
+            # PyTorch's default Linear init (kept for parity with torchvision's numbers).
+            bound = 1.0 / math.sqrt(self.fc.in_features)
+            nn.init.uniform_(self.fc.weight, -bound, bound)
+            nn.init.uniform_(self.fc.bias, -bound, bound)
+        if zero_init_residual:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    def stages(self) -> list[nn.Sequential]:
+        """The residual stages (`layer1`, `layer2`, ...) in order."""
+        return [getattr(self, n) for n in self.stage_names]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the classifier with a fresh one of `num_classes` outputs (0: none)."""
+        self.num_classes = num_classes
+        self.options["num_classes"] = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turns recomputing activations in the backward pass on or off."""
+        self.grad_checkpointing = enable
+        self.options["grad_checkpointing"] = enable
+
+
+class ResNet(ResidualClassifier):
     """A residual network (or its plain twin) with torchvision's parameter names.
 
     Args:
@@ -370,40 +412,6 @@ class ResNet(nn.Module):
         self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes) if num_classes else nn.Identity()
         self.num_classes = num_classes
-
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.Conv3d):
-                # The ReLU gain for every activation (GELU/SiLU too), as torchvision and timm do:
-                # each conv is followed by a norm layer, which undoes any scale error of the init.
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d | nn.GroupNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if isinstance(self.fc, nn.Linear):
-            # PyTorch's default Linear init (kept for parity with torchvision's numbers).
-            bound = 1.0 / math.sqrt(self.fc.in_features)
-            nn.init.uniform_(self.fc.weight, -bound, bound)
-            nn.init.uniform_(self.fc.bias, -bound, bound)
-        if zero_init_residual:
-            for m in self.modules():
-                if hasattr(m, "zero_init_last"):
-                    m.zero_init_last()
-
-    def stages(self) -> list[nn.Sequential]:
-        """The residual stages (`layer1`, `layer2`, ...) in order."""
-        return [getattr(self, n) for n in self.stage_names]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the classifier with a fresh one of `num_classes` outputs (0: none)."""
-        self.num_classes = num_classes
-        self.options["num_classes"] = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turns recomputing activations in the backward pass on or off."""
-        self.grad_checkpointing = enable
-        self.options["grad_checkpointing"] = enable
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output: first conv(s), norm, activation and pool."""

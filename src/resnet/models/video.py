@@ -9,14 +9,13 @@ registry holds them beside the rest, with plain twins (the same spec with skips 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .layers import GlobalPool
-from .resnet import checkpointed_stages
+from .resnet import ResidualClassifier, checkpointed_stages
 
 VIDEO_CONVS = ("3d", "2d", "2plus1d")
 VIDEO_STEMS = ("3d", "2plus1d")
@@ -188,7 +187,7 @@ def _check_fixed(options: dict) -> None:
             )
 
 
-class VideoResNet(nn.Module):
+class VideoResNet(ResidualClassifier):
     """A torchvision-layout video ResNet (or its plain twin); input (N, C, T, H, W).
 
     Args:
@@ -263,38 +262,6 @@ class VideoResNet(nn.Module):
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=name))
-
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        """torchvision's init for convs and norms; PyTorch's default for the classifier."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if isinstance(self.fc, nn.Linear):
-            bound = 1.0 / math.sqrt(self.fc.in_features)
-            nn.init.uniform_(self.fc.weight, -bound, bound)
-            nn.init.uniform_(self.fc.bias, -bound, bound)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, VideoBlock):
-                    m.zero_init_last()
-
-    def stages(self) -> list[nn.Sequential]:
-        """The residual stages (`layer1` .. `layer4`) in order."""
-        return [getattr(self, n) for n in self.stage_names]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the classifier with a fresh one of `num_classes` outputs (0: none)."""
-        self.num_classes = num_classes
-        self.options["num_classes"] = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turns recomputing activations in the backward pass on or off."""
-        self.grad_checkpointing = enable
-        self.options["grad_checkpointing"] = enable
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output."""
