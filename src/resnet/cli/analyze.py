@@ -87,32 +87,33 @@ def _recipe(args) -> Recipe:
 
 def run_gradients(args) -> int:
     """`resnet analyze gradients`: writes the gradient-flow CSV, plot and summary."""
-    pair = gradients.twin_names(args.model, args.plain)  # fail fast on a bad name
-    recipe = _recipe(args)
-    t0 = time.perf_counter()
-    data = load_tensors(args.data)
-    result = gradients.gradient_flow(
-        args.model,
-        data,
-        steps=args.steps,
-        plain=args.plain,
-        probe_size=args.probe_size,
-        recipe=recipe,
-        progress=not args.no_progress,
+    return _twin_study(
+        args,
+        gradients.gradient_flow,
+        gradients.write_gradient_flow,
+        gradients.format_summary,
+        "gradients",
     )
-    paths = gradients.write_gradient_flow(result, args.out, f"gradients_{pair[0]}_vs_{pair[1]}")
-    print(gradients.format_summary(result))
-    print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 def run_responses(args) -> int:
     """`resnet analyze responses`: writes the layer-response CSV, plot and summary."""
-    pair = gradients.twin_names(args.model, args.plain)
+    return _twin_study(
+        args,
+        responses.response_study,
+        responses.write_responses,
+        responses.format_responses,
+        "responses",
+    )
+
+
+def _twin_study(args, study, write, summarise, stem: str) -> int:
+    """Runs one study of a net and its plain twin, writes its files and prints its summary."""
+    pair = gradients.twin_names(args.model, args.plain)  # fail fast on a bad name
     recipe = _recipe(args)
     t0 = time.perf_counter()
     data = load_tensors(args.data)
-    result = responses.response_study(
+    result = study(
         args.model,
         data,
         steps=args.steps,
@@ -121,8 +122,8 @@ def run_responses(args) -> int:
         recipe=recipe,
         progress=not args.no_progress,
     )
-    paths = responses.write_responses(result, args.out, f"responses_{pair[0]}_vs_{pair[1]}")
-    print(responses.format_responses(result))
+    paths = write(result, args.out, f"{stem}_{pair[0]}_vs_{pair[1]}")
+    print(summarise(result))
     print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - t0:.0f} s")
     return 0
 
