@@ -151,7 +151,7 @@ def test_trained_ensemble_is_the_mean_of_its_members_in_val_and_predict(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one member" in err[0], err
     # A finished ensemble is not overwritten.
-    with pytest.raises(ResNetError, match="finished ensemble"):
+    with pytest.raises(ResNetError, match="an ensemble run, finished"):
         train_ensemble(ensemble_config(digits_folder, out), **QUIET)
 
 

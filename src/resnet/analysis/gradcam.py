@@ -184,6 +184,26 @@ def save_overlay(
     return save_figure(fig, path, dpi=None)
 
 
+def eager_model(classifier: Any) -> nn.Module:
+    """`classifier.model` when it is one eager net Grad-CAM can take gradients of.
+
+    Raises:
+        ResNetError: for an exported model (no nn.Module) or an `Ensemble`.
+    """
+    model = getattr(classifier, "model", None)
+    if not isinstance(model, nn.Module):
+        raise ResNetError(
+            "Grad-CAM needs gradients: use a checkpoint (not an exported "
+            "ONNX / TorchScript / ExportedProgram file)"
+        )
+    if isinstance(model, Ensemble):
+        raise ResNetError(
+            "Grad-CAM explains one net: give one member of the ensemble "
+            "(e.g. RUN/member0) for --cam"
+        )
+    return model
+
+
 def save_cams(
     classifier: Any, results: list[dict], out_dir: str | os.PathLike, layer: str | None = None
 ) -> list[Path]:
@@ -198,17 +218,7 @@ def save_cams(
         out_dir: folder for the PNGs (`<n>_<image stem>.cam.png`).
         layer: target layer; default the last stage.
     """
-    model = getattr(classifier, "model", None)
-    if not isinstance(model, nn.Module):
-        raise ResNetError(
-            "Grad-CAM needs gradients: use a checkpoint (not an exported "
-            "ONNX / TorchScript / ExportedProgram file)"
-        )
-    if isinstance(model, Ensemble):
-        raise ResNetError(
-            "Grad-CAM explains one net: give one member of the ensemble "
-            "(e.g. RUN/member0) for --cam"
-        )
+    model = eager_model(classifier)
     cam_of = GradCAM(model, layer)
     pre = classifier.preprocessing
     tf = eval_transform(pre)

@@ -15,6 +15,7 @@ COMMANDS = (
     "models",
     "train",
     "val",
+    "calibrate",
     "predict",
     "export",
     "benchmark",

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from ..analysis.gradcam import save_cams
+from ..analysis.volume_cam import save_volume_cams
 from ..device import resolve_device
-from ..engine.inference import TorchClassifier, expand_inputs, predict_paths
+from ..engine.inference import TorchClassifier, expand_inputs, predict_paths, predict_scans
 from ..errors import ResNetError
 from ..export import detect_format
 from ..export import load_classifier as load_any
@@ -71,6 +72,20 @@ def load_classifier(args):
     return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
 
 
+def _predict_scans(classifier, inputs: list[str], args) -> list[dict]:
+    """A scan model's predictions (and Grad-CAM slice montages with --cam)."""
+    results, xs, displays = predict_scans(
+        classifier, inputs, top_k=args.top_k, skip_bad=args.skip_bad
+    )
+    if args.cam:
+        if classifier.preprocessing["scan"]["mode"] != "volume":
+            raise ResNetError("--cam on scans draws 3-D maps: it needs a volume (3-D) model")
+        save_volume_cams(
+            classifier, results, [x[0] for x in xs], displays, Path(args.out), args.cam_layer
+        )
+    return results
+
+
 def _task_of(path: str) -> str:
     """The task a model file was trained for ("classify" for every exported file)."""
     if detect_format(path) != "checkpoint":
@@ -91,12 +106,15 @@ def run(args) -> int:
         )
         return 0
     classifier, inputs = load_classifier(args)
-    paths = expand_inputs(inputs)
-    results = predict_paths(
-        classifier, paths, top_k=args.top_k, batch_size=args.batch_size, skip_bad=args.skip_bad
-    )
-    if args.cam:
-        save_cams(classifier, results, Path(args.out), layer=args.cam_layer)
+    if classifier.preprocessing.get("scan"):
+        results = _predict_scans(classifier, inputs, args)
+    else:
+        paths = expand_inputs(inputs)
+        results = predict_paths(
+            classifier, paths, top_k=args.top_k, batch_size=args.batch_size, skip_bad=args.skip_bad
+        )
+        if args.cam:
+            save_cams(classifier, results, Path(args.out), layer=args.cam_layer)
     if args.out:
         write_json(Path(args.out) / "predictions.json", results)
     if args.json:

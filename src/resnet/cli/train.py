@@ -33,6 +33,14 @@ FLAG_MAP = {
     "bad_images": ("data", "bad_images"),
     "early_size": ("data", "early_size"),
     "early_epochs": ("data", "early_epochs"),
+    "volume": ("data", "volume"),
+    "slices": ("data", "slices"),
+    "window": ("data", "window"),
+    "spacing": ("data", "spacing"),
+    "group_by": ("data", "group_by"),
+    "folds": ("data", "folds"),
+    "fold": ("data", "fold"),
+    "balance": ("data", "balance"),
     "optimizer": ("optim", "optimizer"),
     "lr": ("optim", "lr"),
     "momentum": ("optim", "momentum"),
@@ -63,6 +71,7 @@ FLAG_MAP = {
     "sync_bn": ("run", "sync_bn"),
     "time_limit": ("run", "time_limit"),
     "time_budget": ("run", "time_budget"),
+    "threshold": ("run", "threshold"),
 }
 
 
@@ -166,6 +175,67 @@ def _data_flags(d) -> None:
         help="progressive resizing: train the first --early-epochs at PX pixels",
     )
     d.add_argument("--early-epochs", type=int, metavar="K", help="see --early-size")
+    _scan_flags(d)
+
+
+def numbers(kind, count: int):
+    """An argparse type: `count` comma-separated numbers of `kind` ("32,64,64")."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.replace("x", ",").split(",")]
+        except ValueError:
+            values = []
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} numbers like 32,64,64: {text!r}")
+        return values
+
+    return parse
+
+
+def _scan_flags(d) -> None:
+    d.add_argument(
+        "--volume",
+        type=numbers(int, 3),
+        metavar="D,H,W",
+        help="DICOM / NIfTI scans as volumes of D,H,W voxels, for 3-D nets (resnet18_3d …)",
+    )
+    d.add_argument(
+        "--slices",
+        type=int,
+        nargs="?",
+        const=1,
+        metavar="K",
+        help="scans as 2-D slices for 2-D nets; K neighbouring slices as channels (2.5-D, odd)",
+    )
+    d.add_argument(
+        "--window",
+        metavar="NAME|W,L",
+        help="scan intensities to [0, 1]: lung, mediastinum, brain, bone, W,L in HU, or minmax",
+    )
+    d.add_argument(
+        "--spacing",
+        type=numbers(float, 3),
+        metavar="Z,Y,X",
+        help="resample scans to this voxel size (mm), then centre-crop to --volume",
+    )
+    d.add_argument(
+        "--group-by",
+        metavar="patient|folder[:N]|COLUMN",
+        help="keep each patient (a CSV column, DICOM PatientID or folder) on one side of splits",
+    )
+    d.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="K-fold cross-validation by group: trains all K folds and summarises them",
+    )
+    d.add_argument("--fold", type=int, metavar="I", help="with --folds: train only fold I (1..K)")
+    d.add_argument(
+        "--balance",
+        choices=["none", "loss", "sampler"],
+        help="imbalanced classes: class-weighted loss or a class-balanced sampler",
+    )
 
 
 def _optim_flags(o) -> None:
@@ -237,6 +307,11 @@ def _run_flags(r) -> None:
     )
     r.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     r.add_argument(
+        "--threshold",
+        metavar="P|youden",
+        help="operating point of the reported sensitivity / specificity (default youden)",
+    )
+    r.add_argument(
         "--ensemble",
         type=int,
         metavar="K",
@@ -279,6 +354,8 @@ def config_from_args(args) -> TrainConfig:
             k, v = item.split("=", 1)
             opts[k.strip()] = _parse_value(v)
         overrides.setdefault("model", {})["options"] = opts
+    if overrides.get("data", {}).get("fold") is not None:
+        overrides["data"]["fold"] -= 1  # 1-based on the command line, 0-based in the config
     cfg = cfg.updated(overrides) if overrides else cfg
     if getattr(args, "lookahead_alpha", None) is not None and not cfg.optim.lookahead_steps:
         raise ResNetError("--lookahead-alpha needs --lookahead K (the steps between syncs)")

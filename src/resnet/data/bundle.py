@@ -7,10 +7,17 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ResNetError
+from .augment3d import VolumeAugment
 from .config import DataConfig
 from .images import ImageList
 from .loaders import FileDataset, StreamLoader, TensorLoader
 from .transforms import BatchAugment, eval_transform, train_transform
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights 1 / (count of its class): every class drawn equally often."""
+    counts = torch.bincount(labels.cpu())
+    return 1.0 / counts[labels.cpu()].double()
 
 
 @dataclass
@@ -34,6 +41,7 @@ class DataBundle:
         classes: class names, index = label.
         preprocessing: the eval preprocessing (`transforms.make_preprocessing`).
         train, val, test: the splits; val and test are None when the source has none.
+        split_record: which groups (hashed) went to which side, for sources split by group.
     """
 
     name: str
@@ -42,6 +50,7 @@ class DataBundle:
     train: Split
     val: Split | None
     test: Split | None
+    split_record: dict | None = None
 
     @property
     def in_chans(self) -> int:
@@ -94,6 +103,8 @@ class DataBundle:
         if data is None:
             raise ResNetError(f"{self.name} has no {split} split")
         bs = batch_size or cfg.batch_size
+        if train and cfg.balance == "sampler" and data.images is None:
+            raise ResNetError("--balance sampler needs the data in memory; use --balance loss")
         if train and bs % world_size:
             raise ResNetError(f"batch size {bs} does not divide over {world_size} processes")
         common = dict(
@@ -106,13 +117,20 @@ class DataBundle:
             channels_last=channels_last,
         )
         if data.images is not None:
+            common["channels_last"] = channels_last and data.images.dim() == 4
             return self._tensor_loader(data, cfg, train, common)
         return self._stream_loader(data, cfg, train, seed, pin_memory, common)
 
     def _tensor_loader(self, data: Split, cfg: DataConfig, train: bool, common: dict):
         size = self.preprocessing["size"][0]
-        aug = BatchAugment(cfg.augment, size, cfg.flip, cfg.alternate_flip) if train else None
-        return TensorLoader(data.images, data.labels, augment=aug, **common)
+        aug, weights = None, None
+        if train and data.images.dim() == 5:
+            aug = VolumeAugment(cfg.augment, cfg.flip)
+        elif train:
+            aug = BatchAugment(cfg.augment, size, cfg.flip, cfg.alternate_flip)
+        if train and cfg.balance == "sampler":
+            weights = balanced_weights(data.labels)
+        return TensorLoader(data.images, data.labels, augment=aug, sample_weights=weights, **common)
 
     def _stream_loader(
         self, data: Split, cfg: DataConfig, train: bool, seed: int, pin_memory: bool, common: dict

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from .transforms import PRESETS
 
+BALANCE = ("none", "loss", "sampler")
+
 
 @dataclass
 class DataConfig:
@@ -35,6 +37,19 @@ class DataConfig:
         early_size, early_epochs: progressive resizing: the first `early_epochs` epochs train
             on the augmented batches resized to `early_size` px (cheaper epochs; a fully
             convolutional net then finishes at full size). Evaluation always uses full size.
+        volume: scans (DICOM / NIfTI) as volumes of (D, H, W) voxels for 3-D nets.
+        slices: scans as 2-D slices for 2-D nets, this many neighbouring slices as channels
+            (1: plain slices; 3: 2.5-D). `image_size` sets the slices' side.
+        window: how scans map to [0, 1]: a CT window preset (lung, mediastinum, brain, bone),
+            "W,L" in HU, or None / "minmax" (per scan).
+        spacing: (z, y, x) mm: scans are resampled to it, then centre-cropped to `volume`
+            (the physical scale kept); None resizes each scan to `volume` instead.
+        group_by: keeps each group on one side of every split: "patient" (a CSV column, else
+            the DICOM PatientID), "folder[:N]" or a CSV column name. None: each sample alone.
+        folds: K >= 2: stratified group K-fold cross-validation; `fold` (0-based) is the
+            fold held out (None with K >= 2: train every fold, one after another).
+        balance: "none", "loss" (class-weighted cross-entropy) or "sampler" (each class drawn
+            equally often, with replacement).
     """
 
     source: str = "fashion-mnist"
@@ -51,6 +66,14 @@ class DataConfig:
     memory_limit_gb: float = 2.0
     early_size: int | None = None
     early_epochs: int = 0
+    volume: list[int] | None = None
+    slices: int | None = None
+    window: str | None = None
+    spacing: list[float] | None = None
+    group_by: str | None = None
+    folds: int = 0
+    fold: int | None = None
+    balance: str = "none"
 
     def __post_init__(self):
         if self.augment not in PRESETS:
@@ -73,3 +96,34 @@ class DataConfig:
             raise ValueError("alternate_flip needs flips (flip on, augment not none)")
         if self.early_epochs and self.early_size is None:
             raise ValueError("early_epochs needs early_size (the side of the early epochs' images)")
+        self._check_scans()
+        self._check_splits()
+
+    def _check_scans(self) -> None:
+        if self.volume is not None and self.slices is not None:
+            raise ValueError("--volume (3-D nets) and --slices (2-D nets) exclude each other")
+        if self.volume is not None:
+            if len(self.volume) != 3 or min(self.volume) < 4:
+                raise ValueError(
+                    f"volume must be three sizes D,H,W of 4 or more, got {self.volume}"
+                )
+            if self.early_epochs or self.augment == "strong":
+                raise ValueError("volumes take no progressive resizing and no 'strong' preset")
+        if self.slices is not None and (self.slices < 1 or self.slices % 2 == 0):
+            raise ValueError(
+                f"slices must be an odd number of slices (1, 3, 5…), got {self.slices}"
+            )
+        if self.spacing is not None and (
+            len(self.spacing) != 3 or min(self.spacing) <= 0 or self.volume is None
+        ):
+            raise ValueError("spacing is three positive mm (z,y,x) and needs --volume to crop to")
+
+    def _check_splits(self) -> None:
+        if self.balance not in BALANCE:
+            raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {self.balance!r}")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds must be 0 (off) or 2 or more, got {self.folds}")
+        if self.fold is not None and not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"fold must be in 0..{self.folds - 1} (with folds K), got {self.fold}")
+        if self.group_by is not None and not self.group_by.strip():
+            raise ValueError("group_by must name patient, folder[:N] or a CSV column")

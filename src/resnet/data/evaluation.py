@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch.nn.functional as F
 
 from ..errors import ResNetError
 from .builtin import BUILTIN
+from .config import DataConfig
 from .fashion_mnist import load_fashion_mnist
 from .images import ImageList, scan
 from .loaders import FileDataset, StreamLoader, TensorLoader
+from .scans import scan_eval_loader
 from .splits import validation_split
 from .transforms import eval_transform, normalise
 
@@ -28,6 +31,7 @@ def eval_loader(
     workers: int | None = None,
     bad_images: str = "skip",
     channels_last: bool = False,
+    data_cfg: dict | None = None,
 ) -> TensorLoader | StreamLoader:
     """Batches of one split of `source`, preprocessed as a checkpoint says (`pre`), for val.
 
@@ -39,11 +43,17 @@ def eval_loader(
         classes: the checkpoint's class names; a folder's classes must be among them.
         val_split: the fraction the training run held out.
         batch_size, workers, bad_images, channels_last: as in `DataConfig` and the loaders.
+        data_cfg: the training run's data section (scans: how it grouped and folded).
     """
     if source.lower() == "synthetic":
         raise ResNetError("synthetic data has no evaluation split")
     if source.lower() in BUILTIN:
         return _fashion_mnist_loader(split, pre, val_split, batch_size, channels_last)
+    if pre.get("scan"):
+        cfg = _data_config(data_cfg or {}, source, val_split)
+        return scan_eval_loader(
+            source, split, pre, classes, cfg, batch_size=batch_size, bad_images=bad_images
+        )
     files = _split_files(Path(source).expanduser(), split, classes, val_split, bad_images)
     files.in_chans = pre["in_chans"]
     return StreamLoader(
@@ -52,6 +62,16 @@ def eval_loader(
         shuffle=False,
         workers=workers,
         channels_last=channels_last,
+    )
+
+
+def _data_config(d: dict, source: str, val_split: float) -> DataConfig:
+    """The training run's data section as a `DataConfig` (keys it does not know are left out)."""
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    return (
+        DataConfig(**{k: v for k, v in d.items() if k in known} | {"source": source})
+        if d
+        else (DataConfig(source=source, val_split=val_split))
     )
 
 

@@ -37,7 +37,9 @@ class TensorLoader:
     """Batches from one normalised tensor [N, C, H, W], augmented a whole batch at a time.
 
     `batch_size` is the global batch; with `world_size` > 1 each rank yields its slice of every
-    global batch, so N processes see the same samples and augmentations as one.
+    global batch, so N processes see the same samples and augmentations as one. With
+    `sample_weights`, a shuffled epoch draws N samples with replacement in proportion to them
+    (a class-balanced sampler).
     """
 
     def __init__(
@@ -53,10 +55,11 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        sample_weights: torch.Tensor | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.sample_weights = images, labels, sample_weights
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last, self.seed, self.epoch = drop_last, seed, 0
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
@@ -77,7 +80,10 @@ class TensorLoader:
     def __iter__(self):
         g = epoch_generator(self.seed, self.epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.shuffle and self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=g)
+        else:
+            order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         h, w = self.images.shape[-2:]
         alternate = self.augment is not None and self.augment.alternate_flip
         flips = alternating_flips(n, self.seed, self.epoch) if alternate else None

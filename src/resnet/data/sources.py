@@ -9,6 +9,8 @@ from .builtin import BUILTIN, fashion_mnist_bundle, synthetic_bundle
 from .bundle import DataBundle
 from .config import DataConfig
 from .folders import folder_bundle
+from .scan_index import is_scan_source
+from .scans import scan_bundle
 
 
 def load_data(cfg: DataConfig) -> DataBundle:
@@ -20,4 +22,11 @@ def load_data(cfg: DataConfig) -> DataBundle:
     root = Path(cfg.source).expanduser()
     if not root.exists():
         raise ResNetError(f"data not found: {root} (expected fashion-mnist, a folder or a CSV)")
+    if is_scan_source(root):
+        return scan_bundle(cfg, root)
+    if cfg.volume or cfg.slices or cfg.window or cfg.spacing:
+        raise ResNetError(
+            f"--volume, --slices, --window and --spacing read DICOM or NIfTI scans; {root} holds "
+            "2-D images"
+        )
     return folder_bundle(cfg, root)

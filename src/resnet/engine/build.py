@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from .. import models
-from ..data import DataBundle
+from ..data import BUILTIN, DataBundle
+from ..data.scan_index import is_scan_source
+from ..data.scans import DEFAULT_VOLUME
 from ..errors import ResNetError
 from ..models.resnet import SMALL_STEMS
 from .config import TrainConfig
@@ -33,6 +37,37 @@ def check_model_config(cfg: TrainConfig) -> None:
             f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
             f"{', '.join(sorted(models.registry.OPTIONS))}"
         )
+
+
+def with_scan_mode(cfg: TrainConfig) -> TrainConfig:
+    """Scans given without --volume or --slices: a 2-D net reads slices, a 3-D net volumes."""
+    d = cfg.data
+    if d.volume or d.slices or d.source.lower() in BUILTIN:
+        return cfg
+    root = Path(d.source).expanduser()
+    if not root.exists() or not is_scan_source(root):
+        return cfg
+    if models.get_entry(cfg.model.name).dims == 2:
+        return cfg.updated({"data": {"slices": 1}})
+    return cfg.updated({"data": {"volume": list(DEFAULT_VOLUME)}})
+
+
+def check_model_data(cfg: TrainConfig, data: DataBundle) -> None:
+    """Refuses a net whose dimensions do not fit the data (a 2-D net on volumes, ...)."""
+    dims = models.get_entry(cfg.model.name).dims
+    volumes = data.preprocessing.get("scan", {}).get("mode") == "volume"
+    if volumes and dims != 3:
+        raise ResNetError(
+            f"{cfg.model.name} is a {dims}-D net and --volume gives it volumes: use a 3-D net "
+            "(resnet18_3d, r3d_18, … in `resnet models`) or --slices"
+        )
+    if not volumes and dims != 2:
+        raise ResNetError(
+            f"{cfg.model.name} is a {dims}-D net for volumes: give DICOM / NIfTI scans with "
+            "--volume D,H,W, or pick a 2-D net"
+        )
+    if volumes and (cfg.model.whiten_stem or cfg.run.tta_shift):
+        raise ResNetError("whiten_stem and tta_shift are for 2-D images, not volumes")
 
 
 def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:

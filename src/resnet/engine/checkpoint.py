@@ -9,6 +9,7 @@ A checkpoint holds everything `predict`, `val` and `export` need, so they take o
     classes               class names, in output order
     preprocessing         {"in_chans", "size": [H, W], "mean", "std", "resize", "crop"}
     config, epoch, step, optimizer, scheduler, ema, rng, metrics, versions   (training state)
+    temperature           optional: the softmax temperature `resnet calibrate` fitted
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     if state.get("version", 0) > VERSION:
         raise ResNetError(f"{path} was written by a newer resnet (format {state['version']})")
     return state
+
+
+def update_checkpoint(path: str | os.PathLike, **fields) -> Path:
+    """Sets top-level `fields` in a checkpoint (a file, or a run folder's best.pt) and rewrites
+    it atomically: a crash mid-write leaves the old file. Returns the file written.
+
+    Example: `update_checkpoint("runs/r/best.pt", temperature=1.7)`.
+    """
+    path = Path(path)
+    state = load_checkpoint(path)  # weights_only=True; also checks the header and version
+    state.update(fields)
+    return atomic_write_bytes(checkpoint_in(path), lambda f: torch.save(state, f))
 
 
 def build_model(state: dict[str, Any]) -> ResNet:

@@ -122,6 +122,9 @@ class RunConfig:
     # only stops a run, mid-schedule.
     time_budget: float | None = None
     ensemble: int = 1  # K > 1: train K members (seeds seed..seed+K-1), predict with their average
+    # The operating point of the clinical report's sensitivity / specificity: a probability, or
+    # "youden" (picked on the validation split's predictions when a test split is reported).
+    threshold: str = "youden"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -138,6 +141,16 @@ class RunConfig:
             raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble must be at least 1 member, got {self.ensemble}")
+        self.threshold = str(self.threshold).strip().lower()
+        if self.threshold != "youden" and not 0.0 <= _number(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be a probability or youden, not {self.threshold!r}")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 class Config:

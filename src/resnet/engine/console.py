@@ -23,11 +23,12 @@ class ConsoleProgress(Callback):
     def on_run_start(self, event: RunStart) -> None:
         """One line: the model, the data, the device and the run folder."""
         where = "in memory" if event.in_memory else "streamed from disk"
-        c, h, w = event.image_shape
+        shape = "x".join(map(str, event.image_shape))
+        kind = "volumes" if len(event.image_shape) == 4 else "images"
         procs = f", {event.world_size} processes" if event.world_size > 1 else ""
         self.write(
-            f"{event.model} on {event.data}: {event.train_size} training images ({where}), "
-            f"{len(event.classes)} classes, {c}x{h}x{w}; {event.device}, {event.precision}"
+            f"{event.model} on {event.data}: {event.train_size} training {kind} ({where}), "
+            f"{len(event.classes)} classes, {shape}; {event.device}, {event.precision}"
             f"{procs}; run folder {event.out}"
         )
 
@@ -81,10 +82,14 @@ class ConsoleProgress(Callback):
         s = event.summary
         if event.status == "stopped":
             where = f"member {s['member'] + 1}, " if "member" in s else ""
+            where += f"fold {s['fold']}, " if s.get("fold") else ""
             self.write(
                 f"stopped at {where}epoch {s['epoch']}, step {s['step']}; resume with "
                 f"`resnet train --resume {s['out']}`"
             )
+            return
+        if "folds" in s and isinstance(s.get("val_acc"), dict):
+            self.write(_folds_line(s))
             return
         split = next((k for k in ("test", "val") if s.get(f"{k}_acc") is not None), None)
         if "members" in s and not split:
@@ -99,6 +104,10 @@ class ConsoleProgress(Callback):
             )
             return
         acc = f": {split} accuracy {100 * s[f'{split}_acc']:.2f}%" if split else ""
+        if split and s.get(f"{split}_auroc") is not None:
+            lo, hi = s[f"{split}_auroc_ci95"] or (None, None)
+            ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None else ""
+            acc += f", AUROC {s[f'{split}_auroc']:.3f}{ci}"
         self.write(f"done in {s['train_seconds']:.0f}s of training{acc}; run folder {s['out']}")
 
     def on_error(self, event: RunError) -> None:
@@ -109,3 +118,16 @@ class ConsoleProgress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _folds_line(s: dict) -> str:
+    """The closing line of a cross-validation: each figure's mean and sd over the folds."""
+    shown = [
+        f"{key.removeprefix('val_')} {s[key]['mean']:.3f} ± {s[key]['sd']:.3f}"
+        for key in ("val_auroc", "val_acc", "val_sensitivity", "val_specificity")
+        if isinstance(s.get(key), dict)
+    ]
+    return (
+        f"{s['folds']}-fold cross-validation: {', '.join(shown)} (mean ± sd over folds); "
+        f"run folder {s['out']}"
+    )

@@ -24,9 +24,10 @@ from pathlib import Path
 from ..errors import ResNetError
 from ..storage import atomic_write_text
 from .config import TrainConfig
-from .events import Callback, Callbacks, Event, RunEnd
-from .runfolder import MANIFEST, default_out, is_ensemble_run
-from .trainer import run_callbacks, train_single
+from .events import Callback, Callbacks, RunEnd
+from .parts import prepare_folder, stopped, train_part
+from .runfolder import MANIFEST, is_ensemble_run
+from .trainer import run_callbacks
 from .validate import validate
 
 
@@ -48,14 +49,15 @@ def train_ensemble(
             "train each member with its own --seed and --out, then `resnet val` them together"
         )
     events = run_callbacks(callbacks, progress, log, stop)
-    cfg, out = _prepare_folder(cfg)
+    cfg, out = prepare_folder(cfg, "an ensemble run", is_ensemble_run, MANIFEST)
     members, seconds = [], 0.0
     for i in range(cfg.run.ensemble):
         if events.stop_requested:  # asked during the last member's final evaluation
-            return _stopped(events, out, i, {"epoch": 0, "step": 0, "train_seconds": seconds})
+            where = {"epoch": 0, "step": 0, "train_seconds": seconds}
+            return stopped(events, out, where, member=i)
         summary = _train_member(cfg, out, i, events)
         if summary.get("status") == "stopped":
-            return _stopped(events, out, i, summary)
+            return stopped(events, out, summary, member=i)
         seconds += summary["train_seconds"]
         members.append(summary)
     summary = _finish(cfg, out, members, seconds, progress)
@@ -63,60 +65,11 @@ def train_ensemble(
     return summary
 
 
-def _stopped(events: Callbacks, out: Path, member: int, summary: dict) -> dict:
-    """The ensemble's own "stopped" end: resuming the ensemble folder goes on with `member`."""
-    summary = {**summary, "status": "stopped", "out": str(out), "member": member}
-    events.emit(RunEnd(summary, "stopped"))
-    return summary
-
-
-class _MemberEvents(Callback):
-    """A member run's events, passed on to the ensemble's callbacks except its `run_end`: the
-    ensemble announces its own end (finished, or stopped with the ensemble folder to resume)."""
-
-    def __init__(self, events: Callbacks):
-        self.events = events
-
-    def on_event(self, event: Event) -> None:
-        """Forwards every event but the member's end."""
-        if not isinstance(event, RunEnd):
-            self.events.emit(event)
-
-
-def _prepare_folder(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
-    """The ensemble's folder, fixed in its config; refuses one holding another run."""
-    out = Path(cfg.run.out) if cfg.run.out else default_out(cfg)
-    cfg = cfg.updated({"run": {"out": str(out)}})
-    if (out / MANIFEST).exists() and (out / "summary.json").exists():
-        raise ResNetError(f"{out} already holds a finished ensemble; use another --out")
-    if (out / "config.yaml").exists():
-        if not is_ensemble_run(out):
-            raise ResNetError(f"{out} already holds a run; use another --out")
-        saved = TrainConfig.load(out / "config.yaml").updated({"run": {"out": str(out)}})
-        if saved.to_dict() != cfg.to_dict():
-            raise ResNetError(
-                f"{out} holds an ensemble run with another config; continue it with "
-                f"`resnet train --resume {out}` or use another --out"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    return cfg, out
-
-
 def _train_member(cfg: TrainConfig, out: Path, i: int, events: Callbacks) -> dict:
     """Member i: read back if trained, resumed if started, else trained from its own seed."""
-    folder = out / f"member{i}"
     tag = f"member {i + 1}/{cfg.run.ensemble} (seed {cfg.run.seed + i})"
-    kw = dict(callbacks=[_MemberEvents(events)], stop=events.stop, progress=False, log=None)
-    if (folder / "summary.json").exists():
-        events.log(f"{tag}: trained already ({folder})")
-        return json.loads((folder / "summary.json").read_text())
-    if (folder / "last.pt").exists():
-        events.log(f"{tag}: resuming {folder}")
-        return train_single(resume=folder, **kw)
-    events.log(f"{tag}: training into {folder}")
-    run = {"ensemble": 1, "seed": cfg.run.seed + i, "out": str(folder)}
-    return train_single(cfg.updated({"run": run}), **kw)
+    member = cfg.updated({"run": {"ensemble": 1, "seed": cfg.run.seed + i}})
+    return train_part(member, out / f"member{i}", tag, events)
 
 
 def _finish(

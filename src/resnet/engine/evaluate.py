@@ -13,7 +13,7 @@ from . import distributed
 
 def _mirrored(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
     out = model(x).float()
-    return (out + model(x.flip(3)).float()) / 2 if flip else out
+    return (out + model(x.flip(-1)).float()) / 2 if flip else out  # the last axis: width
 
 
 @torch.no_grad()
@@ -74,6 +74,41 @@ def evaluate(
         distributed.all_reduce_sum(t)
     model.train(was_training)
     return metrics_from_confusion(cm.cpu(), float(loss_sum), float(top5))
+
+
+@torch.no_grad()
+def collect_logits(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    tta: bool = False,
+    tta_shift: int = 0,
+    progress: bool = False,
+    desc: str = "logits",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, C] float32, labels [N]) of a whole split on the CPU, in the loader's order
+    (one process: clinical metrics and temperature scaling need every prediction)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        x = x.to(device, non_blocking=True)
+        logits.append(predict_logits(model, x, amp_dtype, tta, tta_shift).cpu())
+        labels.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The figures of `evaluate` (loss, top-1/top-5, per-class F1, confusion) from a split's
+    logits [N, C] and labels [N]."""
+    c = logits.shape[1]
+    loss = float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+    top5 = float((logits.topk(min(5, c), 1).indices == labels[:, None]).any(1).sum())
+    cm = torch.bincount(labels * c + logits.argmax(1), minlength=c * c).view(c, c)
+    return metrics_from_confusion(cm, loss, top5)
 
 
 def metrics_from_confusion(cm: torch.Tensor, loss_sum: float = 0.0, top5_hits: float = 0.0) -> dict:

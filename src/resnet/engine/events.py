@@ -41,7 +41,7 @@ class RunStart(Event):
     test_size: int | None
     classes: list[str]
     in_memory: bool
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]  # (C, H, W); (C, D, H, W) for volumes
     device: str
     precision: str
     world_size: int

@@ -9,12 +9,17 @@ import torch
 
 from ..data import eval_transform, load_image
 from ..data.images import is_image_file
+from ..data.scans import expand_scans, scan_input
 from ..errors import ResNetError
 from .checkpoint import load_model_or_ensemble
 
 
 class TorchClassifier:
-    """A model with its class names and preprocessing; calling it maps a batch to logits."""
+    """A model with its class names and preprocessing; calling it maps a batch to logits.
+
+    A checkpoint calibrated by `resnet calibrate` carries a temperature: the logits are divided
+    by it, so the probabilities are the calibrated ones (the ranking is unchanged).
+    """
 
     def __init__(
         self,
@@ -22,10 +27,12 @@ class TorchClassifier:
         classes: list[str],
         preprocessing: dict,
         device: str | torch.device = "cpu",
+        temperature: float = 1.0,
     ):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.classes, self.preprocessing = list(classes), dict(preprocessing)
+        self.temperature = float(temperature)
 
     @classmethod
     def from_checkpoint(
@@ -35,12 +42,13 @@ class TorchClassifier:
         model, state = load_model_or_ensemble(path)
         if "classes" not in state or "preprocessing" not in state:
             raise ResNetError(f"{path} lacks class names or preprocessing; cannot predict with it")
-        return cls(model, state["classes"], state["preprocessing"], device)
+        temperature = state.get("temperature", 1.0)
+        return cls(model, state["classes"], state["preprocessing"], device, temperature)
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (float32, on the CPU) for a batch of preprocessed images."""
-        return self.model(batch.to(self.device)).float().cpu()
+        return self.model(batch.to(self.device)).float().cpu() / self.temperature
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -58,6 +66,43 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         else:
             paths.append(p)
     return paths
+
+
+def _ranked(classes: list[str], probs: torch.Tensor, k: int) -> list[dict]:
+    """The top-k classes of one probability vector."""
+    top = probs.topk(k)
+    return [
+        {"class": classes[i], "index": int(i), "probability": float(v)}
+        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+
+
+def predict_scans(
+    classifier, inputs: list[str | Path], *, top_k: int = 5, skip_bad: bool = False
+) -> tuple[list[dict], list[torch.Tensor], list[torch.Tensor]]:
+    """(results, net inputs, displays) for every scan named: DICOM files, series folders,
+    NIfTI files, or folders of them. A slice model's scan probability is the mean over its
+    slices ("slices" in the result)."""
+    if top_k < 1:
+        raise ResNetError(f"--top-k must be at least 1, got {top_k}")
+    pre, k = classifier.preprocessing, min(top_k, len(classifier.classes))
+    results, xs, displays = [], [], []
+    for ref in expand_scans(inputs):
+        try:
+            x, display = scan_input(ref, pre)
+        except ResNetError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            continue
+        probs = torch.softmax(classifier(x), dim=1).mean(0)
+        result = {"path": str(ref.path), "predictions": _ranked(classifier.classes, probs, k)}
+        if pre["scan"]["mode"] == "slices":
+            result["slices"] = len(x)
+        results.append(result)
+        xs.append(x)
+        displays.append(display)
+    return results, xs, displays
 
 
 def predict_paths(
@@ -83,15 +128,6 @@ def predict_paths(
         if not xs:
             continue
         probs = torch.softmax(classifier(torch.stack(xs)), dim=1)
-        top = probs.topk(k, dim=1)
-        for p, values, indices in zip(chunk, top.values, top.indices, strict=True):
-            results.append(
-                {
-                    "path": str(p),
-                    "predictions": [
-                        {"class": classifier.classes[i], "index": int(i), "probability": float(v)}
-                        for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                    ],
-                }
-            )
+        for p, row in zip(chunk, probs, strict=True):
+            results.append({"path": str(p), "predictions": _ranked(classifier.classes, row, k)})
     return results

@@ -30,12 +30,20 @@ from ..device import autocast, precision_name, resolve_device, resolve_precision
 from ..errors import ResNetError
 from ..storage import write_json
 from . import distributed, finetune
-from .build import build_model, check_model_config, freeze_whitened, whiten_stem
+from .build import (
+    build_model,
+    check_model_config,
+    check_model_data,
+    freeze_whitened,
+    whiten_stem,
+    with_scan_mode,
+)
 from .checkpoint import build_model as build_model_from_state
 from .checkpoint import load_checkpoint, save_checkpoint
+from .clinical_summary import clinical_outputs, youden_threshold
 from .config import TrainConfig
 from .console import ConsoleProgress
-from .evaluate import evaluate
+from .evaluate import collect_logits, evaluate
 from .events import (
     Callback,
     Callbacks,
@@ -175,8 +183,9 @@ class Trainer:
 
     def _setup_data(self, state: dict | None) -> None:
         """The data set, with the preprocessing pretrained weights (or the resumed run) use."""
-        cfg = self.cfg
+        cfg = self.cfg = with_scan_mode(self.cfg)
         self.data = load_data(cfg.data)
+        check_model_data(cfg, self.data)
         if cfg.finetune.weights and state is None:
             pre = finetune.eval_preprocessing_for(
                 cfg.finetune.weights, self.data.preprocessing, arch=cfg.model.name
@@ -202,19 +211,31 @@ class Trainer:
             self.log(f"first conv: {n} filters set to the training patches' whitening")
         if cfg.run.sync_bn and self.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-        self.model.to(self.device, memory_format=fmt)
+        self.model.to(self.device, memory_format=self.memory_format)
         ft = cfg.finetune
         if ft.freeze != "none" or ft.bn_eval or ft.unfreeze:
             finetune.apply_freeze(self.model, ft.freeze)
         if cfg.model.freeze_whitened:  # after the fine-tuning freeze, which may unfreeze the stem
             freeze_whitened(self.model)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels_last for 2-D nets when configured; volumes stay contiguous."""
+        volumes = self.data.preprocessing.get("scan", {}).get("mode") == "volume"
+        if self.cfg.run.channels_last and not volumes:
+            return torch.channels_last
+        return torch.contiguous_format
+
     def _setup_optimizer(self) -> None:
         """Optimiser, gradient scaler, weight average (EMA) and lookahead."""
         cfg = self.cfg
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.needs_scaler else None
+        self.class_weights = None
+        if cfg.data.balance == "loss":  # each class weighs as much in the loss as the others
+            counts = torch.bincount(self.data.train.labels.cpu(), minlength=len(self.data.classes))
+            weights = counts.sum() / (len(counts) * counts.clamp_min(1).double())
+            self.class_weights = weights.float().to(self.device)
         self.ema = None
         if cfg.optim.ema_decay:
             self.ema = AveragedModel(
@@ -405,7 +426,8 @@ class Trainer:
         """The epoch's image size (progressive resizing) and batch mixing (the strong preset)."""
         cfg = self.cfg
         size = (cfg.data.early_size,) * 2 if epoch < cfg.data.early_epochs else None
-        mix = mixup_cutmix(len(self.data.classes)) if cfg.data.augment == "strong" else None
+        strong = cfg.data.augment == "strong" and not cfg.data.volume
+        mix = mixup_cutmix(len(self.data.classes)) if strong else None
         return size, mix
 
     def _batches(self, epoch: int, start: int):
@@ -435,7 +457,12 @@ class Trainer:
             x, target = mix(x, y)
         with autocast(self.device, self.amp_dtype):
             out = self.net(x)
-            loss = F.cross_entropy(out.float(), target, label_smoothing=cfg.optim.label_smoothing)
+            loss = F.cross_entropy(
+                out.float(),
+                target,
+                weight=self.class_weights,
+                label_smoothing=cfg.optim.label_smoothing,
+            )
         bad = (~torch.isfinite(loss.detach())).float()
         if self.distributed:  # every rank stops together, or the others wait forever
             distributed.all_reduce_sum(bad)
@@ -594,7 +621,9 @@ class Trainer:
             test_size=len(d.test) if d.test is not None else None,
             classes=list(d.classes),
             in_memory=d.in_memory,
-            image_shape=(d.in_chans, pre["size"][0], pre["size"][1]),
+            image_shape=tuple(d.train.images.shape[1:])
+            if d.in_memory
+            else (d.in_chans, pre["size"][0], pre["size"][1]),
             device=str(self.device),
             precision=precision_name(self.amp_dtype),
             world_size=self.world,
@@ -610,6 +639,8 @@ class Trainer:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.cfg.save(self.out / "config.yaml")
+                if self.data.split_record is not None:  # hashed groups only, never raw ids
+                    write_json(self.out / "splits.json", self.data.split_record)
             self.events.emit(self._run_start_event())
             try:
                 epoch = self._epochs()
@@ -689,8 +720,7 @@ class Trainer:
         if best_path.exists() and "val" in self.eval_loaders:
             state = load_checkpoint(best_path)
             model = build_model_from_state(state)
-            fmt = torch.channels_last if self.cfg.run.channels_last else torch.contiguous_format
-            model.to(self.device, memory_format=fmt)
+            model.to(self.device, memory_format=self.memory_format)
             summary["best_epoch"] = state["epoch"] + 1
         split = next((s for s in ("test", "val") if s in self.eval_loaders), None)
         if split:
@@ -717,6 +747,7 @@ class Trainer:
     def _final_metrics(self, split: str, model: nn.Module) -> dict:
         """The held-out split's figures; writes its metrics JSON and confusion matrix."""
         m = self.evaluate(split, model)
+        clinical = self._clinical(split, model) if self.main and self.world == 1 else {}
         if self.main:
             plot_confusion(
                 torch.tensor(m["confusion_matrix"]),
@@ -730,7 +761,28 @@ class Trainer:
             f"{split}_top5": m["top5"],
             f"{split}_loss": m["loss"],
             f"{split}_macro_f1": m["macro_f1"],
+            **clinical,
         }
+
+    def _clinical(self, split: str, model: nn.Module) -> dict:
+        """AUROC, sensitivity, specificity (with CIs), ECE and their PNGs for `split`."""
+        threshold = self.cfg.run.threshold
+        if threshold == "youden" and split == "test" and "val" in self.eval_loaders:
+            threshold = youden_threshold(*self._logits("val", model))
+        logits, labels = self._logits(split, model)
+        return clinical_outputs(
+            logits, labels, self.data.classes, self.out, split, threshold=threshold
+        )
+
+    def _logits(self, split: str, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        return collect_logits(
+            model,
+            self.eval_loaders[split],
+            self.device,
+            amp_dtype=self.amp_dtype,
+            tta=self.cfg.run.tta and self.cfg.data.flip,
+            tta_shift=self.cfg.run.tta_shift,
+        )
 
 
 def train_single(cfg: TrainConfig | None = None, **kwargs) -> dict:

@@ -10,6 +10,7 @@ from ..errors import ResNetError
 from .config import TrainConfig
 from .ensemble import train_ensemble
 from .events import Callback
+from .folds import is_folds_run, train_folds
 from .runfolder import is_ensemble_run
 from .trainer import train_single
 
@@ -43,9 +44,15 @@ def train(
         progress, log: the console's progress bars and where its lines go (None: silent).
 
     With `run.ensemble` > 1 (or an ensemble folder to resume) the members train one after
-    another through the same API (`engine.ensemble.train_ensemble`).
+    another through the same API (`engine.ensemble.train_ensemble`); so do the folds of a
+    cross-validation, `data.folds` >= 2 without `data.fold` (`engine.folds.train_folds`).
     """
     kw = dict(callbacks=callbacks, stop=stop, progress=progress, log=log)
+    if resume is not None and is_folds_run(resume):
+        if epochs is not None or time_limit is not None or time_budget is not None:
+            raise ResNetError("a cross-validation run resumes as it was configured")
+        saved = TrainConfig.load(Path(resume) / "config.yaml")
+        return train_folds(saved.updated({"run": {"out": str(resume)}}), **kw)
     if resume is not None and is_ensemble_run(resume):
         if epochs is not None or time_limit is not None or time_budget is not None:
             raise ResNetError(
@@ -56,6 +63,8 @@ def train(
         return train_ensemble(saved.updated({"run": {"out": str(resume)}}), **kw)
     if resume is None:
         cfg = _as_config(cfg, overrides)
+        if cfg.data.folds >= 2 and cfg.data.fold is None:
+            return train_folds(cfg, **kw)
         if cfg.run.ensemble > 1:
             return train_ensemble(cfg, **kw)
     elif cfg is not None or overrides:

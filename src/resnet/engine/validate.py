@@ -11,7 +11,8 @@ from ..device import precision_name, resolve_device, resolve_precision
 from ..errors import ResNetError
 from ..storage import write_json
 from .checkpoint import load_model_or_ensemble
-from .evaluate import evaluate
+from .clinical_summary import clinical_outputs
+from .evaluate import collect_logits, metrics_from_logits
 from .report import plot_confusion
 
 
@@ -37,26 +38,14 @@ def validate(
     dev = resolve_device(device)
     model, state = load_model_or_ensemble(checkpoint)
     amp_dtype = _amp_dtype(state, precision, dev)
-    data_cfg = state.get("config", {}).get("data", {})
-    source = data or data_cfg.get("source")
-    if not source:
-        raise ResNetError("this checkpoint does not name its data; pass --data")
-    split = split or _default_split(source, data, data_cfg.get("source"))
-    pre, classes = state["preprocessing"], state["classes"]
-    loader = eval_loader(
-        source,
-        split,
-        pre,
-        classes,
-        val_split=data_cfg.get("val_split", 0.1),
-        batch_size=batch_size,
-        workers=workers,
+    loader, source, split = split_loader(
+        state, split, data=data, batch_size=batch_size, workers=workers
     )
+    pre, classes = state["preprocessing"], state["classes"]
     tta, tta_shift = _tta(state, pre, tta, tta_shift)
-    metrics = evaluate(
+    logits, labels = collect_logits(
         model.to(dev),
         loader,
-        len(classes),
         dev,
         amp_dtype=amp_dtype,
         tta=tta,
@@ -64,7 +53,44 @@ def validate(
         progress=progress,
         desc=split,
     )
+    metrics = metrics_from_logits(logits, labels)
+    out = out or _default_out(checkpoint, state, split)
+    temperature = float(state.get("temperature", 1.0))
+    threshold = state.get("config", {}).get("run", {}).get("threshold", "youden")
+    metrics |= clinical_outputs(
+        logits, labels, classes, out, split, threshold=threshold, temperature=temperature
+    )
+    if temperature != 1.0:
+        metrics["temperature"] = temperature
     return _record(checkpoint, state, split, source, amp_dtype, metrics, out)
+
+
+def split_loader(
+    state: dict,
+    split: str | None = None,
+    *,
+    data: str | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+):
+    """(loader, source, split): batches of a checkpoint's held-out split (or of `data`),
+    preprocessed as the checkpoint says. `split` None picks the run's own held-out split."""
+    data_cfg = state.get("config", {}).get("data", {})
+    source = data or data_cfg.get("source")
+    if not source:
+        raise ResNetError("this checkpoint does not name its data; pass --data")
+    split = split or _default_split(source, data, data_cfg.get("source"))
+    loader = eval_loader(
+        source,
+        split,
+        state["preprocessing"],
+        state["classes"],
+        val_split=data_cfg.get("val_split", 0.1),
+        batch_size=batch_size,
+        workers=workers,
+        data_cfg=data_cfg if source == data_cfg.get("source") else None,
+    )
+    return loader, source, split
 
 
 def _record(
@@ -73,9 +99,6 @@ def _record(
     """The metrics with what produced them; written to `out` (default: beside the run)."""
     several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
     ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
-    run_dir = ckpt if ckpt.is_dir() else ckpt.parent
-    n = len(state.get("members", ()))
-    out = out or run_dir / (f"val-ensemble{n}-{split}" if several else f"val-{split}")
     metrics = {
         "checkpoint": [str(c) for c in checkpoint] if several else str(ckpt),
         **({"members": state["members"]} if "members" in state else {}),
@@ -88,6 +111,15 @@ def _record(
     }
     _write(out, metrics, state.get("arch", "model"))
     return metrics
+
+
+def _default_out(checkpoint, state: dict, split: str) -> Path:
+    """Beside the run: RUN/val-<split> (RUN/val-ensembleK-<split> for a list of checkpoints)."""
+    several = isinstance(checkpoint, list | tuple) and len(checkpoint) > 1
+    ckpt = Path(checkpoint[0] if isinstance(checkpoint, list | tuple) else checkpoint)
+    run_dir = ckpt if ckpt.is_dir() else ckpt.parent
+    n = len(state.get("members", ()))
+    return run_dir / (f"val-ensemble{n}-{split}" if several else f"val-{split}")
 
 
 def _amp_dtype(state: dict, precision: str, dev: torch.device) -> torch.dtype | None:

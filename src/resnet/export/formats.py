@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..data.scans import scan_samples
 from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
@@ -197,7 +198,12 @@ def export_checkpoint(
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]
     source = _int8_source(calibration, state, meta, calibration_images) if int8 else None
-    if int8 and not images and str(source) == "fashion-mnist":
+    if pre.get("scan"):  # scans: the given ones, else the training data's own
+        if int8:
+            raise ResNetError("int8 export calibrates on 2-D images; export scan models in fp32")
+        sources = images or [state.get("config", {}).get("data", {}).get("source", "")]
+        x = scan_samples(pre, sources, num_images)
+    elif int8 and not images and str(source) == "fashion-mnist":
         x = fashion_mnist_split(pre, "test", max(num_images, 64))[0]  # held out from calibration
     else:
         x = real_inputs(pre, num_images, images)

@@ -53,9 +53,12 @@ class Classifier:
         self.metadata = metadata or {}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (float32, CPU) for a preprocessed batch [N, C, H, W]."""
-        if batch.ndim != 4:
-            raise ResNetError(f"expected a batch [N, C, H, W], got shape {tuple(batch.shape)}")
+        """Logits (float32, CPU) for a preprocessed batch [N, C, H, W] ([N, C, D, H, W] for a
+        volume model)."""
+        ndim = 5 if self.preprocessing.get("scan", {}).get("mode") == "volume" else 4
+        if batch.ndim != ndim:
+            shape = "[N, C, D, H, W]" if ndim == 5 else "[N, C, H, W]"
+            raise ResNetError(f"expected a batch {shape}, got shape {tuple(batch.shape)}")
         with torch.inference_mode():
             return self._run(batch).float()
 

@@ -1,0 +1,92 @@
+"""The clinical report of a held-out split, for a run's summary and for `resnet val`.
+
+From a split's logits: per-class AUROC and average precision, sensitivity and specificity at the
+operating point, each with a bootstrap 95 % interval, the expected calibration error, and the
+ROC, precision-recall and reliability PNGs (`engine.clinical`). The operating point is a fixed
+probability, or Youden's point; for a test split, Youden's point is picked on the validation
+split's predictions (binary tasks) rather than on the test data it is reported on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ResNetError
+from ..storage import write_json
+from .clinical import clinical_report, operating_point
+
+# Bootstrap resamples of the intervals; above this many predictions x classes, fewer (the
+# interval of a large split is narrow and its resampling slow).
+RESAMPLES = 1000
+LARGE = 200_000
+
+
+def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax probabilities of logits divided by a (calibration) temperature."""
+    return torch.softmax(logits.double() / temperature, dim=1)
+
+
+def youden_threshold(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0):
+    """Youden's threshold on these predictions for a binary task, else "youden" (per class on
+    the data it is applied to)."""
+    if logits.shape[1] != 2:
+        return "youden"
+    try:
+        return operating_point(probabilities(logits, temperature), labels, "youden")[0]["threshold"]
+    except ResNetError:  # one class only in the validation split
+        return "youden"
+
+
+def _flat(report: dict, split: str) -> dict:
+    """The summary's headline figures from a report."""
+    macro = report["macro"]
+    flat = {
+        f"{split}_auroc": macro["auroc"]["value"],
+        f"{split}_auroc_ci95": macro["auroc"]["ci95"],
+        f"{split}_average_precision": macro["average_precision"]["value"],
+        f"{split}_ece": report["ece"],
+    }
+    if report["task"] == "binary":
+        (entry,) = report["classes"].values()
+        if entry.get("auroc") is not None:
+            flat |= {
+                f"{split}_threshold": entry["threshold"],
+                f"{split}_sensitivity": entry["sensitivity"]["value"],
+                f"{split}_sensitivity_ci95": entry["sensitivity"]["ci95"],
+                f"{split}_specificity": entry["specificity"]["value"],
+                f"{split}_specificity_ci95": entry["specificity"]["ci95"],
+            }
+    return flat
+
+
+def clinical_outputs(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    out: Path,
+    split: str,
+    *,
+    threshold: float | str = "youden",
+    temperature: float = 1.0,
+) -> dict:
+    """Writes `<split>_clinical.json` and roc.png, pr.png, calibration.png into `out`; returns
+    the headline figures for a summary (empty when the split has one class only)."""
+    n_boot = RESAMPLES if logits.numel() <= LARGE else 200
+    try:
+        report = clinical_report(
+            probabilities(logits, temperature).numpy(),
+            labels.numpy(),
+            classes,
+            threshold=threshold,
+            out_dir=out,
+            n_boot=n_boot,
+        )
+    except ResNetError as e:
+        if "one only" in str(e):  # no negatives (or positives) at all: nothing to rank
+            return {}
+        raise
+    report["temperature"] = temperature
+    write_json(out / f"{split}_clinical.json", report)
+    return _flat(report, split)
