@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..engine.report import pyplot, save_figure
 from ..errors import ResNetError
-from .gradcam import GradCAM, eager_model, overlay
+from .gradcam import GradCAM, default_layer, eager_model, overlay
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".dcm")
 
@@ -96,6 +97,17 @@ def volume_name(path: str) -> str:
     return name
 
 
+def volume_layer(model: nn.Module, shape: tuple[int, int, int], min_side: int = 4) -> str:
+    """The deepest stage whose map keeps `min_side` voxels in-plane for a [D, H, W] input (the
+    last stage of a 3-D net fed a small volume is one or two voxels wide: a useless map)."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return default_layer(model)
+    side = min(shape[-2:])
+    fitting = [i for i in info if side // i["reduction"] >= min_side]
+    return (fitting or info[:1])[-1]["module"]
+
+
 def save_volume_cams(
     classifier: Any,
     results: list[dict],
@@ -123,7 +135,7 @@ def save_volume_cams(
             f"{len(inputs)} inputs and {len(displays)} displays"
         )
     model = eager_model(classifier)
-    cam_of = GradCAM(model, layer)
+    cam_of = GradCAM(model, layer or volume_layer(model, tuple(inputs[0].shape[-3:])))
     device = next(model.parameters()).device
     out_dir = Path(out_dir)
     written = []

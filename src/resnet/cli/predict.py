@@ -45,9 +45,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--cam",
         action="store_true",
-        help="save Grad-CAM overlays (PNG) next to predictions.json in --out",
+        help="save Grad-CAM overlays (PNG; slice montages for scans) beside predictions.json",
     )
-    p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage)")
+    p.add_argument(
+        "--cam-layer",
+        help="Grad-CAM target layer (default: the last stage; for volumes the deepest stage "
+        "whose map is 4+ voxels wide)",
+    )
     p.set_defaults(run=run)
 
 

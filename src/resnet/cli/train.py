@@ -9,11 +9,14 @@ from pathlib import Path
 import yaml
 
 from .. import tasks
+from ..data import BUILTIN
+from ..data.scan_index import is_scan_source
 from ..data.transforms import PRESETS
 from ..engine import TrainConfig, train
 from ..engine.launch import launch_local
 from ..engine.recipes import list_recipes, load_recipe
 from ..errors import ResNetError
+from ..models import get_entry
 
 # flag -> (section, key). Only flags given on the command line override the config.
 FLAG_MAP = {
@@ -334,9 +337,26 @@ def _parse_value(text: str):
     return yaml.safe_load(text)
 
 
+def scan_recipe(args) -> str | None:
+    """The recipe scans start from when no --recipe or --config is given: scans2d for a 2-D
+    net or --slices, scans3d otherwise; None for data that are not DICOM / NIfTI scans."""
+    if args.recipe or args.config or not args.data or args.data.lower() in BUILTIN:
+        return None
+    root = Path(args.data).expanduser()
+    if not root.exists() or not is_scan_source(root):
+        return None
+    two_d = args.slices is not None or (
+        args.model is not None and args.volume is None and get_entry(args.model).dims == 2
+    )
+    return "scans2d" if two_d else "scans3d"
+
+
 def config_from_args(args) -> TrainConfig:
-    """The TrainConfig the flags describe: a recipe, then a YAML file, then the flags given."""
-    cfg = load_recipe(args.recipe) if args.recipe else TrainConfig()
+    """The TrainConfig the flags describe: a recipe, then a YAML file, then the flags given.
+
+    Scans (DICOM / NIfTI) without a recipe or config start from `scan_recipe`'s."""
+    recipe = args.recipe or scan_recipe(args)
+    cfg = load_recipe(recipe) if recipe else TrainConfig()
     if args.config:  # the file's own keys override the recipe; unset keys keep the recipe's
         cfg = cfg.updated(TrainConfig.read_yaml(args.config))
     overrides: dict = {}
@@ -407,5 +427,8 @@ def run(args) -> int:
             progress=progress,
         )
         return 0
-    train(config_from_args(args), progress=progress)
+    cfg = config_from_args(args)
+    if not args.recipe and scan_recipe(args):
+        print(f"scans: starting from the {scan_recipe(args)} recipe (see `resnet train --recipes`)")
+    train(cfg, progress=progress)
     return 0

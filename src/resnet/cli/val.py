@@ -127,4 +127,25 @@ def _print_classifier_metrics(metrics: dict) -> None:
         metrics["classes"], metrics["precision"], metrics["recall"], metrics["f1"], strict=True
     ):
         print(f"{c:<{width}}  {p:9.4f}  {r:6.4f} {f:6.4f}")
+    _print_clinical(metrics)
     print(f"wrote {metrics['out']}/metrics.json and confusion_matrix.png")
+
+
+def _ci(value: float, ci: list | None) -> str:
+    return f"{value:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def _print_clinical(metrics: dict) -> None:
+    """AUROC, the operating point's sensitivity and specificity, ECE, and where the curves are."""
+    s = metrics["split"]
+    if metrics.get(f"{s}_auroc") is None:
+        return
+    line = f"AUROC {_ci(metrics[f'{s}_auroc'], metrics[f'{s}_auroc_ci95'])}"
+    if metrics.get(f"{s}_sensitivity") is not None:
+        line += (
+            f"; at threshold {metrics[f'{s}_threshold']:.3f}: sensitivity "
+            f"{_ci(metrics[f'{s}_sensitivity'], metrics[f'{s}_sensitivity_ci95'])}, specificity "
+            f"{_ci(metrics[f'{s}_specificity'], metrics[f'{s}_specificity_ci95'])}"
+        )
+    print(f"{line}; ECE {metrics[f'{s}_ece']:.3f}")
+    print(f"wrote {metrics['out']}/roc.png, pr.png, calibration.png and {s}_clinical.json")

@@ -11,6 +11,7 @@ from ..errors import ResNetError
 from .builtin import BUILTIN
 from .config import DataConfig
 from .fashion_mnist import load_fashion_mnist
+from .folders import carve
 from .images import ImageList, scan
 from .loaders import FileDataset, StreamLoader, TensorLoader
 from .scans import scan_eval_loader
@@ -49,12 +50,12 @@ def eval_loader(
         raise ResNetError("synthetic data has no evaluation split")
     if source.lower() in BUILTIN:
         return _fashion_mnist_loader(split, pre, val_split, batch_size, channels_last)
+    cfg = _data_config(data_cfg or {}, source, val_split)
     if pre.get("scan"):
-        cfg = _data_config(data_cfg or {}, source, val_split)
         return scan_eval_loader(
             source, split, pre, classes, cfg, batch_size=batch_size, bad_images=bad_images
         )
-    files = _split_files(Path(source).expanduser(), split, classes, val_split, bad_images)
+    files = _split_files(Path(source).expanduser(), split, classes, cfg, bad_images)
     files.in_chans = pre["in_chans"]
     return StreamLoader(
         FileDataset(files, eval_transform(pre)),
@@ -98,7 +99,7 @@ def _fashion_mnist_loader(
 
 
 def _split_files(
-    root: Path, split: str, classes: list[str], val_split: float, bad_images: str
+    root: Path, split: str, classes: list[str], cfg: DataConfig, bad_images: str
 ) -> ImageList:
     """The files of `split` of a folder or CSV: its own split folder, or the carved val split."""
     if not root.exists():
@@ -111,8 +112,8 @@ def _split_files(
         raise ResNetError(f"{root} has no test split (no test/ folder)")
     # The split the training run carved: the same scan and the same validation split.
     base = root / "train" if root.is_dir() and (root / "train").is_dir() else root
-    if val_split <= 0:
+    if cfg.val_split <= 0 and cfg.folds < 2:
         raise ResNetError(NO_VAL_SPLIT)
-    files = scan(base, bad_images, classes)
-    tr, va = validation_split(files.labels, val_split)
+    files = scan(base, bad_images, classes, group_by=cfg.group_by)
+    tr, va, _ = carve(files, cfg)
     return files.subset(va if split == "val" else tr)

@@ -14,8 +14,9 @@ from tqdm import tqdm
 from ..errors import ResNetError
 from .bundle import DataBundle, Split
 from .config import DataConfig
+from .grouping import held_out
 from .images import ImageList, load_image, scan
-from .splits import stratified_subset, validation_split
+from .splits import VALIDATION_SEED, stratified_subset, validation_split
 from .transforms import EvalTransform, make_preprocessing, normalise
 
 SPLITS = ("train", "val", "test")
@@ -77,27 +78,49 @@ def _scan_splits(cfg: DataConfig, root: Path) -> dict[str, ImageList | None]:
     """The file lists of train/ val/ test/ when `root` has them, else of `root` as training set."""
     splits: dict[str, ImageList | None] = dict.fromkeys(SPLITS)
     if root.is_dir() and (root / "train").is_dir():
-        splits["train"] = scan(root / "train", cfg.bad_images)
+        splits["train"] = scan(root / "train", cfg.bad_images, group_by=cfg.group_by)
         classes = splits["train"].classes
         for name in ("val", "test"):
             if (root / name).is_dir():
                 splits[name] = scan(root / name, cfg.bad_images, classes)
     else:
-        splits["train"] = scan(root, cfg.bad_images)
+        splits["train"] = scan(root, cfg.bad_images, group_by=cfg.group_by)
+    if cfg.folds >= 2 and splits["val"] is not None:
+        raise ResNetError(f"--folds carves its own validation folds; {root} has a val/ folder")
     return splits
 
 
-def _carve(splits: dict[str, ImageList | None], cfg: DataConfig) -> None:
-    """Holds out the validation split when the source has none, then applies `cfg.subset`."""
-    train = splits["train"]
-    if splits["val"] is None and cfg.val_split > 0:
-        tr, va = validation_split(train.labels, cfg.val_split)
+def carve(files: ImageList, cfg: DataConfig) -> tuple[list[int], list[int], dict | None]:
+    """(train, val, record): the validation split a run holds out of `files`: by group (with
+    its hashed record) under `group_by` or `folds`, else stratified by image."""
+    if cfg.group_by or cfg.folds >= 2:
+        groups = files.groups or [str(p) for p in files.paths]
+        return held_out(
+            files.labels,
+            groups,
+            val_split=cfg.val_split,
+            folds=cfg.folds,
+            fold=cfg.fold,
+            group_by=cfg.group_by,
+            seed=VALIDATION_SEED,
+        )
+    tr, va = validation_split(files.labels, cfg.val_split) if cfg.val_split > 0 else ([], [])
+    return tr, va, None
+
+
+def _carve(splits: dict[str, ImageList | None], cfg: DataConfig) -> dict | None:
+    """Holds out the validation split when the source has none, then applies `cfg.subset`;
+    returns the split's group record (None when not split by group)."""
+    train, record = splits["train"], None
+    if splits["val"] is None and (cfg.val_split > 0 or cfg.folds >= 2):
+        tr, va, record = carve(train, cfg)
         if va:
             splits["val"], splits["train"] = train.subset(va), train.subset(tr)
     if cfg.subset:
         splits["train"] = splits["train"].subset(
             stratified_subset(splits["train"].labels, cfg.subset)
         )
+    return record
 
 
 def _use_memory(cfg: DataConfig, n_total: int, in_chans: int, h: int, w: int) -> bool:
@@ -115,7 +138,7 @@ def folder_bundle(cfg: DataConfig, root: Path) -> DataBundle:
     """A folder (ImageFolder layout, optionally split into train/ val/ test/) or a CSV."""
     splits = _scan_splits(cfg, root)
     train = splits["train"]  # before the validation split: its sizes and classes
-    _carve(splits, cfg)
+    record = _carve(splits, cfg)
     present = [s for s in splits.values() if s is not None]
     in_chans = max(s.in_chans for s in present)
     for s in present:
@@ -138,4 +161,6 @@ def folder_bundle(cfg: DataConfig, root: Path) -> DataBundle:
             return Split(labels, normalise(decoded[name], mean, std))
         return Split(labels, files=s)
 
-    return DataBundle(str(root), list(train.classes), pre, *(split(k) for k in SPLITS))
+    bundle = DataBundle(str(root), list(train.classes), pre, *(split(k) for k in SPLITS))
+    bundle.split_record = record
+    return bundle

@@ -9,6 +9,7 @@ where through `split_record`, which stores salted SHA-256 hashes, never the raw 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -19,6 +20,12 @@ from ..errors import ResNetError
 from .splits import stratified_split
 
 HASH_CHARS = 16  # 64 bits of SHA-256: no collision in any cohort, short enough to read
+SALT_ENV = "RESNET_GROUP_SALT"  # a secret salt for the hashes, kept out of every run folder
+
+
+def group_salt() -> str:
+    """The salt of group hashes: $RESNET_GROUP_SALT ("" when unset)."""
+    return os.environ.get(SALT_ENV, "")
 
 
 def _sample_labels(labels) -> np.ndarray:
@@ -172,3 +179,36 @@ def split_record(
         "train": sorted(hash_group(v, salt) for v in train),
         "val": sorted(hash_group(v, salt) for v in val),
     }
+
+
+def held_out(
+    labels,
+    groups: Sequence[Hashable],
+    *,
+    val_split: float,
+    folds: int = 0,
+    fold: int | None = None,
+    group_by: str | None = None,
+    seed: int = 0,
+) -> tuple[list[int], list[int], dict]:
+    """(train, val, record): a training run's validation side by group, and who went where.
+
+    With `folds` K >= 2 the `fold`-th (0-based) of the stratified group K-fold is held out,
+    else `val_split` of the groups (`group_split`), else nothing. The record is `split_record`
+    (hashes salted with $RESNET_GROUP_SALT) with the grouping and fold added.
+    """
+    if folds >= 2:
+        train, val = group_kfold(labels, groups, folds, seed=seed)[fold or 0]
+    elif val_split > 0:
+        train, val = group_split(labels, groups, val_split, seed=seed)
+    else:
+        train, val = list(range(len(groups))), []
+    record = split_record(groups, train, val, salt=group_salt())
+    record |= {
+        "group_by": group_by or "sample",
+        "folds": folds,
+        "fold": (fold or 0) + 1 if folds >= 2 else None,
+        "n_train_groups": len(record["train"]),
+        "n_val_groups": len(record["val"]),
+    }
+    return train, val, record

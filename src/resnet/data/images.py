@@ -199,6 +199,7 @@ class ImageList:
     in_chans: int
     sizes: list[tuple[int, int]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # with --group-by: one id per file
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -211,13 +212,19 @@ class ImageList:
             self.classes,
             self.in_chans,
             [self.sizes[i] for i in indices],
+            groups=[self.groups[i] for i in indices] if self.groups else [],
         )
 
 
-def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str) -> ImageList:
+def _check_files(
+    items: list[tuple[Path, str]],
+    classes: list[str],
+    on_bad: str,
+    groups: list[str] | None = None,
+) -> ImageList:
     index = {c: i for i, c in enumerate(classes)}
-    paths, labels, sizes, skipped, grey = [], [], [], [], True
-    for path, label in items:
+    paths, labels, sizes, skipped, grey, kept = [], [], [], [], True, []
+    for n, (path, label) in enumerate(items):
         try:
             is_grey, size = probe_image(path)
             grey &= is_grey
@@ -232,15 +239,20 @@ def _check_files(items: list[tuple[Path, str]], classes: list[str], on_bad: str)
         paths.append(path)
         labels.append(index[label])
         sizes.append(size)
+        kept.append(n)
     if not paths:
         raise ResNetError("no readable images found")
-    return ImageList(paths, labels, classes, 1 if grey else 3, sizes, skipped)
+    kept_groups = [groups[n] for n in kept] if groups else []
+    return ImageList(paths, labels, classes, 1 if grey else 3, sizes, skipped, kept_groups)
 
 
 def scan_class_folders(
-    root: Path, on_bad: str = "skip", classes: list[str] | None = None
+    root: Path, on_bad: str = "skip", classes: list[str] | None = None, group_by: str | None = None
 ) -> ImageList:
-    """ImageFolder layout: one sub-folder per class. Every class folder must hold images."""
+    """ImageFolder layout: one sub-folder per class. Every class folder must hold images.
+
+    `group_by` "folder[:N]" groups the files by the N-th folder below their class folder
+    (root/<class>/<patient>/image.png: "folder")."""
     if not root.is_dir():
         raise ResNetError(f"not a folder: {root}")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -266,24 +278,49 @@ def scan_class_folders(
         warnings.warn(
             f"ignoring {len(other)} non-image file(s) under {root}, e.g. {other[0]}", stacklevel=2
         )
-    return _check_files(items, classes, on_bad)
+    groups = [folder_group(p, root / c, group_by) for p, c in items] if group_by else None
+    return _check_files(items, classes, on_bad, groups)
+
+
+def folder_group(path: Path, base: Path, group_by: str) -> str:
+    """The group "folder[:N]" names: the N-th folder of `path` below `base` (N = 1 default)."""
+    kind, _, level = group_by.partition(":")
+    if kind != "folder" or not (level or "1").isdigit() or int(level or "1") < 1:
+        raise ResNetError(
+            f"--group-by {group_by}: image folders group by folder or folder:N (or use a CSV "
+            "with a patient column)"
+        )
+    n = int(level or "1")
+    parts = path.relative_to(base).parts
+    if len(parts) <= n:
+        raise ResNetError(f"{path}: no folder at level {n} below {base} for --group-by {group_by}")
+    return parts[n - 1]
 
 
 CSV_COLUMNS = ("path", "label")
 
 
-def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = None) -> ImageList:
-    """A CSV with a header `path,label`; relative paths are relative to the CSV's folder."""
+def scan_csv(
+    csv_path: Path,
+    on_bad: str = "skip",
+    classes: list[str] | None = None,
+    group_by: str | None = None,
+) -> ImageList:
+    """A CSV with the columns `path,label` (and any others); relative paths are relative to the
+    CSV's folder. `group_by` names a column holding each row's group (a patient id), or
+    "folder[:N]" (the N-th folder of the path below the CSV's folder)."""
     if not csv_path.is_file():
         raise ResNetError(f"CSV not found: {csv_path}")
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
-        if sorted(header) != sorted(CSV_COLUMNS):
+        if not set(CSV_COLUMNS) <= set(header):
             raise ResNetError(
-                f"{csv_path}: columns must be exactly {','.join(CSV_COLUMNS)} "
+                f"{csv_path}: needs the columns {','.join(CSV_COLUMNS)} "
                 f"(found {','.join(header) or 'none'})"
             )
+        if group_by and group_by in CSV_COLUMNS:
+            raise ResNetError(f"--group-by {group_by}: pick a column other than path and label")
         rows = []
         for n, r in enumerate(reader, start=2):
             if None in r or None in r.values():
@@ -291,7 +328,7 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
             rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
     if not rows:
         raise ResNetError(f"{csv_path} has no rows")
-    items = []
+    items, groups = [], []
     for n, r in enumerate(rows, start=2):
         p = Path(r["path"])
         p = p if p.is_absolute() else csv_path.parent / p
@@ -300,6 +337,8 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
         if not p.is_file():
             raise ResNetError(f"{csv_path}:{n}: file not found: {p}")
         items.append((p, r["label"]))
+        if group_by:
+            groups.append(_csv_group(r, header, group_by, p, csv_path, n))
     found = sorted({label for _, label in items})
     classes = classes or found
     unknown = set(found) - set(classes)
@@ -307,11 +346,30 @@ def scan_csv(csv_path: Path, on_bad: str = "skip", classes: list[str] | None = N
         raise ResNetError(
             f"{csv_path}: labels not in the training set: {', '.join(sorted(unknown))}"
         )
-    return _check_files(items, classes, on_bad)
+    return _check_files(items, classes, on_bad, groups or None)
 
 
-def scan(source: Path, on_bad: str = "skip", classes: list[str] | None = None) -> ImageList:
-    """Indexes a CSV (`*.csv`, see `scan_csv`) or an ImageFolder layout (`scan_class_folders`)."""
+def _csv_group(row: dict, header: list[str], group_by: str, path: Path, csv_path: Path, n: int):
+    """A CSV row's group: its `group_by` column, or a folder of its path."""
+    if group_by in header:
+        if not row[group_by]:
+            raise ResNetError(f"{csv_path}:{n}: empty {group_by!r}")
+        return row[group_by]
+    if group_by.startswith("folder"):
+        return folder_group(path, csv_path.parent, group_by)
+    raise ResNetError(
+        f"--group-by {group_by}: {csv_path} has no such column (columns: {', '.join(header)})"
+    )
+
+
+def scan(
+    source: Path,
+    on_bad: str = "skip",
+    classes: list[str] | None = None,
+    group_by: str | None = None,
+) -> ImageList:
+    """Indexes a CSV (`*.csv`, see `scan_csv`) or an ImageFolder layout (`scan_class_folders`),
+    with each file's group when `group_by` is given."""
     if source.suffix.lower() == ".csv":
-        return scan_csv(source, on_bad, classes)
-    return scan_class_folders(source, on_bad, classes)
+        return scan_csv(source, on_bad, classes, group_by)
+    return scan_class_folders(source, on_bad, classes, group_by)

@@ -18,7 +18,6 @@ checkpoint predicts on a new DICOM file, series folder or NIfTI file exactly as 
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from ..errors import ResNetError
 from .bundle import DataBundle, Split
 from .config import DataConfig
 from .dicom import find_series, read_dicom, read_series
-from .grouping import group_kfold, group_split, split_record
+from .grouping import group_salt, held_out
 from .loaders import TensorLoader
 from .nifti import is_nifti, read_nifti
 from .scan_index import ScanIndex, ScanRef, index_scans, is_scan_file
@@ -40,13 +39,7 @@ from .transforms import make_preprocessing
 from .volumes import Volume, apply_window, center_crop, parse_window, reorient, resample, resize
 
 ORIENTATION = "SPL"
-SALT_ENV = "RESNET_GROUP_SALT"  # a secret salt for patient hashes, kept out of the run folder
 DEFAULT_VOLUME = (32, 64, 64)
-
-
-def group_salt() -> str:
-    """The salt of patient hashes: $RESNET_GROUP_SALT ("" when unset)."""
-    return os.environ.get(SALT_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -190,22 +183,15 @@ def _groups(index: ScanIndex, patients: list[str], keep: list[int]) -> list[str]
 
 def _split(labels: list[int], groups: list[str], cfg: DataConfig) -> tuple[list, list, dict]:
     """(train, val) scan indices by group, and the hashed record of who went where."""
-    if cfg.folds >= 2:
-        folds = group_kfold(labels, groups, cfg.folds, seed=VALIDATION_SEED)
-        train, val = folds[cfg.fold or 0]
-    elif cfg.val_split > 0:
-        train, val = group_split(labels, groups, cfg.val_split, seed=VALIDATION_SEED)
-    else:
-        train, val = list(range(len(labels))), []
-    record = split_record(groups, train, val, salt=group_salt())
-    record |= {
-        "group_by": cfg.group_by or "scan",
-        "folds": cfg.folds,
-        "fold": (cfg.fold or 0) + 1 if cfg.folds >= 2 else None,
-        "n_train_groups": len(record["train"]),
-        "n_val_groups": len(record["val"]),
-    }
-    return train, val, record
+    return held_out(
+        labels,
+        groups,
+        val_split=cfg.val_split,
+        folds=cfg.folds,
+        fold=cfg.fold,
+        group_by=cfg.group_by or "scan",
+        seed=VALIDATION_SEED,
+    )
 
 
 def _tensors(scans, labels, picks, opts: ScanOptions) -> tuple[torch.Tensor, torch.Tensor]:

@@ -219,18 +219,28 @@ def agrees(reference, candidate, x: torch.Tensor) -> tuple[bool, float]:
     return bool((ref.argmax(1) == got.argmax(1)).all()) and diff <= tol, diff
 
 
+def _image_model(clf, path: Path):
+    """`clf`, unless it reads scans: the server decodes 2-D images only."""
+    if clf.preprocessing.get("scan"):
+        raise ResNetError(
+            f"{path} reads DICOM / NIfTI scans; the server takes 2-D images only: use "
+            "`resnet predict` for scan models"
+        )
+    return clf
+
+
 def choose_backend(path: Path, backend: str, max_batch: int):
     """`(classifier, report)`: the forced backend, or under "auto" the fastest that agrees.
 
     Exported files run on their own runtime (ONNX -> onnxruntime, the others -> torch).
     """
     if detect_format(path) != "checkpoint" or backend == "eager":
-        clf = load_classifier(path)
+        clf = _image_model(load_classifier(path), path)
         return clf, {"backend": _backend_name(clf), "chosen_by": backend}
     if backend == "onnxruntime":
-        clf = load_classifier(path, "onnxruntime")  # exports and checks parity, or raises
+        clf = _image_model(load_classifier(path, "onnxruntime"), path)  # exports + parity
         return clf, {"backend": "onnxruntime", "chosen_by": backend}
-    eager = load_classifier(path)
+    eager = _image_model(load_classifier(path), path)
     report: dict[str, Any] = {"chosen_by": "auto", "timings_ms": {}, "rejected": {}}
     x = real_inputs(eager.preprocessing, min(max_batch, 8))
     candidates = {"eager": eager}
