@@ -76,8 +76,16 @@ def test_csv_source_and_its_errors(tmp_path):
     items = scan(root / "labels.csv")
     assert items.classes == ["a", "b"] and len(items) == 6
     (tmp_path / "bad_cols.csv").write_text("file,label,extra\na/0.png,a,1\n")
-    with pytest.raises(ResNetError, match="columns must be exactly path,label"):
+    with pytest.raises(ResNetError, match="needs the columns path,label"):
         scan(tmp_path / "bad_cols.csv")
+    # Extra columns (a patient id, a site) are kept for --group-by and otherwise ignored.
+    (root / "more.csv").write_text(
+        "path,label,patient\n" + "\n".join(f"{r},P{i % 2}" for i, r in enumerate(rows)) + "\n"
+    )
+    grouped = scan(root / "more.csv", group_by="patient")
+    assert grouped.groups == [f"P{i % 2}" for i in range(6)] and grouped.labels == items.labels
+    with pytest.raises(ResNetError, match="no such column"):
+        scan(root / "more.csv", group_by="site")
     (tmp_path / "imgs" / "missing.csv").write_text("path,label\nnope.png,a\n")
     with pytest.raises(ResNetError, match="file not found"):
         scan(tmp_path / "imgs" / "missing.csv")

@@ -127,5 +127,7 @@ def run(args) -> int:
         for r in results:
             preds = r["predictions"]
             shown = ", ".join(f"{p['class']} {100 * p['probability']:.1f}%" for p in preds)
+            if "findings" in r:
+                shown += f"; findings: {', '.join(r['findings']) or 'none'}"
             print(f"{r['path']}: {shown}")
     return 0

@@ -44,6 +44,7 @@ FLAG_MAP = {
     "folds": ("data", "folds"),
     "fold": ("data", "fold"),
     "balance": ("data", "balance"),
+    "multilabel": ("data", "multilabel"),
     "optimizer": ("optim", "optimizer"),
     "lr": ("optim", "lr"),
     "momentum": ("optim", "momentum"),
@@ -234,6 +235,13 @@ def _scan_flags(d) -> None:
         help="K-fold cross-validation by group: trains all K folds and summarises them",
     )
     d.add_argument("--fold", type=int, metavar="I", help="with --folds: train only fold I (1..K)")
+    d.add_argument(
+        "--multilabel",
+        action="store_true",
+        default=S,
+        help="several findings per image: a CSV label lists them as a;b (empty: none); a "
+        "sigmoid per label",
+    )
     d.add_argument(
         "--balance",
         choices=["none", "loss", "sampler"],

@@ -116,10 +116,16 @@ def _run_task(args, checkpoint: str, task: str) -> int:
 
 def _print_classifier_metrics(metrics: dict) -> None:
     """The headline figures, then precision, recall and F1 per class."""
+    if metrics.get("multilabel"):
+        accuracy = (
+            f"per-label accuracy {100 * metrics['top1']:.2f}%, all labels right "
+            f"{100 * metrics['exact_match']:.2f}%"
+        )
+    else:
+        accuracy = f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%"
     print(
         f"{metrics['split']} split of {metrics['data']}: {metrics['samples']} images, "
-        f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, "
-        f"loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+        f"{accuracy}, loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     )
     width = max(len(c) for c in metrics["classes"])
     print(f"{'class':<{width}}  precision  recall     F1")
@@ -128,7 +134,8 @@ def _print_classifier_metrics(metrics: dict) -> None:
     ):
         print(f"{c:<{width}}  {p:9.4f}  {r:6.4f} {f:6.4f}")
     _print_clinical(metrics)
-    print(f"wrote {metrics['out']}/metrics.json and confusion_matrix.png")
+    matrix = "" if metrics.get("multilabel") else " and confusion_matrix.png"
+    print(f"wrote {metrics['out']}/metrics.json{matrix}")
 
 
 def _ci(value: float, ci: list | None) -> str:

@@ -50,6 +50,8 @@ class DataConfig:
             fold held out (None with K >= 2: train every fold, one after another).
         balance: "none", "loss" (class-weighted cross-entropy) or "sampler" (each class drawn
             equally often, with replacement).
+        multilabel: several findings per sample: a CSV's label lists them separated by ";"
+            (empty: none); a sigmoid per label is trained (`data.labels`).
     """
 
     source: str = "fashion-mnist"
@@ -74,6 +76,7 @@ class DataConfig:
     folds: int = 0
     fold: int | None = None
     balance: str = "none"
+    multilabel: bool = False
 
     def __post_init__(self):
         if self.augment not in PRESETS:
@@ -125,5 +128,10 @@ class DataConfig:
             raise ValueError(f"folds must be 0 (off) or 2 or more, got {self.folds}")
         if self.fold is not None and not 0 <= self.fold < max(self.folds, 1):
             raise ValueError(f"fold must be in 0..{self.folds - 1} (with folds K), got {self.fold}")
+        if self.multilabel and (self.balance == "sampler" or self.augment == "strong"):
+            raise ValueError(
+                "multilabel takes --balance loss (per-label weights), not sampler, and no "
+                "'strong' preset (MixUp/CutMix mix single labels)"
+            )
         if self.group_by is not None and not self.group_by.strip():
             raise ValueError("group_by must name patient, folder[:N] or a CSV column")

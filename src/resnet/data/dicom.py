@@ -7,11 +7,13 @@ stored range (lo + hi - x), so brighter always means denser. Windowing to [0, 1]
 step (`volumes.apply_window`). The patient appears only as a salted hash (`volumes.hash_id`).
 
 Every problem (not DICOM, truncated, no pixel data, a compressed transfer syntax no installed
-plugin decodes, slices of different sizes) is a one-line `ResNetError`.
+plugin decodes, slices of different sizes, a header number that is not one) is a one-line
+`ResNetError`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +32,22 @@ _PLUGINS = {
     "1.2.840.10008.1.2.4.20": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE lossless
 }
+
+# Header values read as numbers (DS / IS text in the file): refused unless finite numbers.
+_NUMBERS = (
+    "NumberOfFrames",
+    "InstanceNumber",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "WindowCenter",
+    "WindowWidth",
+)
 
 
 def _one_line(e: BaseException) -> str:
@@ -57,10 +75,26 @@ def _frames(ds) -> int:
     return max(1, int(ds.get("NumberOfFrames", 1) or 1))
 
 
+def _check_numbers(ds, path: Path) -> None:
+    """Refuses a header number the reader uses that is malformed, infinite or NaN: it would
+    fail later without the file's name, or turn the whole scan into NaN."""
+    for key in _NUMBERS:
+        try:
+            value = ds.get(key)
+            items = [value] if value is None or isinstance(value, str | int | float) else value
+            numbers = [float(v) for v in items if v not in (None, "")]
+        except (ValueError, TypeError) as e:  # text that is not a number (pydicom keeps it)
+            raise ResNetError(f"{path}: malformed {key} in the header ({_one_line(e)})") from None
+        if not all(math.isfinite(v) for v in numbers):
+            shown = ", ".join(f"{v:g}" for v in numbers)
+            raise ResNetError(f"{path}: invalid {key} in the header ({shown})")
+
+
 def _size(ds, path: Path) -> tuple[int, int, int]:
     """(Rows, Columns, SamplesPerPixel), refusing an object with no image in it."""
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    image_class = "Image Storage" in getattr(ds.get("SOPClassUID"), "name", "")
+    sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    image_class = "Image Storage" in getattr(sop, "name", "")
     if (image_class or "Rows" in ds) and not has_pixels:  # an image's header, no image after it
         raise ResNetError(f"{path}: no pixel data (the file ends before its image: truncated?)")
     if not has_pixels or "Rows" not in ds:
@@ -206,6 +240,8 @@ def read_series(
         raise ResNetError("an empty DICOM series (no files)")
     datasets = [_read(p) for p in paths]
     sizes = [_size(ds, p) for ds, p in zip(datasets, paths, strict=True)]
+    for ds, p in zip(datasets, paths, strict=True):
+        _check_numbers(ds, p)
     if len(set(sizes)) > 1:
         a, b = sorted(set(sizes))[:2]
         raise ResNetError(

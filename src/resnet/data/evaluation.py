@@ -51,6 +51,8 @@ def eval_loader(
     if source.lower() in BUILTIN:
         return _fashion_mnist_loader(split, pre, val_split, batch_size, channels_last)
     cfg = _data_config(data_cfg or {}, source, val_split)
+    if pre.get("multilabel"):
+        cfg = dataclasses.replace(cfg, multilabel=True)
     if pre.get("scan"):
         return scan_eval_loader(
             source, split, pre, classes, cfg, batch_size=batch_size, bad_images=bad_images
@@ -105,15 +107,15 @@ def _split_files(
     if not root.exists():
         raise ResNetError(f"data not found: {root}")
     if root.is_dir() and (root / split).is_dir():
-        return scan(root / split, bad_images, classes)
+        return scan(root / split, bad_images, classes, None, cfg.multilabel)
     if split == "all":  # another data set: every image in it
-        return scan(root, bad_images, classes)
+        return scan(root, bad_images, classes, None, cfg.multilabel)
     if split == "test":
         raise ResNetError(f"{root} has no test split (no test/ folder)")
     # The split the training run carved: the same scan and the same validation split.
     base = root / "train" if root.is_dir() and (root / "train").is_dir() else root
     if cfg.val_split <= 0 and cfg.folds < 2:
         raise ResNetError(NO_VAL_SPLIT)
-    files = scan(base, bad_images, classes, group_by=cfg.group_by)
+    files = scan(base, bad_images, classes, cfg.group_by, cfg.multilabel)
     tr, va, _ = carve(files, cfg)
     return files.subset(va if split == "val" else tr)

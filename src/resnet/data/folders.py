@@ -16,6 +16,7 @@ from .bundle import DataBundle, Split
 from .config import DataConfig
 from .grouping import held_out
 from .images import ImageList, load_image, scan
+from .labels import strata
 from .splits import VALIDATION_SEED, stratified_subset, validation_split
 from .transforms import EvalTransform, make_preprocessing, normalise
 
@@ -78,13 +79,13 @@ def _scan_splits(cfg: DataConfig, root: Path) -> dict[str, ImageList | None]:
     """The file lists of train/ val/ test/ when `root` has them, else of `root` as training set."""
     splits: dict[str, ImageList | None] = dict.fromkeys(SPLITS)
     if root.is_dir() and (root / "train").is_dir():
-        splits["train"] = scan(root / "train", cfg.bad_images, group_by=cfg.group_by)
+        splits["train"] = scan(root / "train", cfg.bad_images, None, cfg.group_by, cfg.multilabel)
         classes = splits["train"].classes
         for name in ("val", "test"):
             if (root / name).is_dir():
-                splits[name] = scan(root / name, cfg.bad_images, classes)
+                splits[name] = scan(root / name, cfg.bad_images, classes, None, cfg.multilabel)
     else:
-        splits["train"] = scan(root, cfg.bad_images, group_by=cfg.group_by)
+        splits["train"] = scan(root, cfg.bad_images, None, cfg.group_by, cfg.multilabel)
     if cfg.folds >= 2 and splits["val"] is not None:
         raise ResNetError(f"--folds carves its own validation folds; {root} has a val/ folder")
     return splits
@@ -93,7 +94,7 @@ def _scan_splits(cfg: DataConfig, root: Path) -> dict[str, ImageList | None]:
 def carve(files: ImageList, cfg: DataConfig) -> tuple[list[int], list[int], dict | None]:
     """(train, val, record): the validation split a run holds out of `files`: by group (with
     its hashed record) under `group_by` or `folds`, else stratified by image."""
-    if cfg.group_by or cfg.folds >= 2:
+    if cfg.group_by or cfg.folds >= 2 or cfg.multilabel:
         groups = files.groups or [str(p) for p in files.paths]
         return held_out(
             files.labels,
@@ -118,7 +119,7 @@ def _carve(splits: dict[str, ImageList | None], cfg: DataConfig) -> dict | None:
             splits["val"], splits["train"] = train.subset(va), train.subset(tr)
     if cfg.subset:
         splits["train"] = splits["train"].subset(
-            stratified_subset(splits["train"].labels, cfg.subset)
+            stratified_subset(strata(splits["train"].labels), cfg.subset)
         )
     return record
 
@@ -151,6 +152,8 @@ def folder_bundle(cfg: DataConfig, root: Path) -> DataBundle:
     }
     mean, std = _mean_std(splits["train"], h, w, resize, decoded["train"])
     pre = make_preprocessing(in_chans, (h, w), mean, std, resize, h if resize else None)
+    if cfg.multilabel:
+        pre["multilabel"] = True
 
     def split(name: str) -> Split | None:
         s = splits[name]

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
+from .labels import findings, multi_hot
 
 # File suffixes read as images, by folder scans and by detection/segmentation folders alike.
 IMAGE_EXTENSIONS = (
@@ -224,6 +225,10 @@ def _check_files(
 ) -> ImageList:
     index = {c: i for i, c in enumerate(classes)}
     paths, labels, sizes, skipped, grey, kept = [], [], [], [], True, []
+
+    def encode(label):  # a class index, or a multi-hot row for a tuple of findings
+        return multi_hot(label, classes) if isinstance(label, tuple) else index[label]
+
     for n, (path, label) in enumerate(items):
         try:
             is_grey, size = probe_image(path)
@@ -237,7 +242,7 @@ def _check_files(
             skipped.append(str(path))
             continue
         paths.append(path)
-        labels.append(index[label])
+        labels.append(encode(label))
         sizes.append(size)
         kept.append(n)
     if not paths:
@@ -305,10 +310,12 @@ def scan_csv(
     on_bad: str = "skip",
     classes: list[str] | None = None,
     group_by: str | None = None,
+    multilabel: bool = False,
 ) -> ImageList:
     """A CSV with the columns `path,label` (and any others); relative paths are relative to the
     CSV's folder. `group_by` names a column holding each row's group (a patient id), or
-    "folder[:N]" (the N-th folder of the path below the CSV's folder)."""
+    "folder[:N]" (the N-th folder of the path below the CSV's folder). With `multilabel`, a
+    label lists findings separated by ";" or "|" (empty: none) and becomes a multi-hot row."""
     if not csv_path.is_file():
         raise ResNetError(f"CSV not found: {csv_path}")
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -332,14 +339,16 @@ def scan_csv(
     for n, r in enumerate(rows, start=2):
         p = Path(r["path"])
         p = p if p.is_absolute() else csv_path.parent / p
-        if not r["label"]:
+        if not r["label"] and not multilabel:
             raise ResNetError(f"{csv_path}:{n}: empty label")
         if not p.is_file():
             raise ResNetError(f"{csv_path}:{n}: file not found: {p}")
-        items.append((p, r["label"]))
+        items.append((p, findings(r["label"]) if multilabel else r["label"]))
         if group_by:
             groups.append(_csv_group(r, header, group_by, p, csv_path, n))
-    found = sorted({label for _, label in items})
+    found = sorted({f for _, label in items for f in (label if multilabel else [label])})
+    if multilabel and not found:
+        raise ResNetError(f"{csv_path}: no findings in any label (multi-label needs some)")
     classes = classes or found
     unknown = set(found) - set(classes)
     if unknown:
@@ -367,9 +376,14 @@ def scan(
     on_bad: str = "skip",
     classes: list[str] | None = None,
     group_by: str | None = None,
+    multilabel: bool = False,
 ) -> ImageList:
     """Indexes a CSV (`*.csv`, see `scan_csv`) or an ImageFolder layout (`scan_class_folders`),
-    with each file's group when `group_by` is given."""
+    with each file's group when `group_by` is given (multi-label: CSVs only)."""
     if source.suffix.lower() == ".csv":
-        return scan_csv(source, on_bad, classes, group_by)
+        return scan_csv(source, on_bad, classes, group_by, multilabel)
+    if multilabel:
+        raise ResNetError(
+            f"multi-label data is a CSV of path,label (findings a;b); {source} is not"
+        )
     return scan_class_folders(source, on_bad, classes, group_by)

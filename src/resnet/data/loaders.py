@@ -133,7 +133,8 @@ class FileDataset(Dataset):
         x = self.transform(load_image(self.items.paths[i], self.items.in_chans))
         if self.flips is not None and self.flips[i]:
             x = x.flip(-1)
-        return x, self.items.labels[i]
+        y = self.items.labels[i]
+        return x, torch.tensor(y) if isinstance(y, list) else y  # a multi-hot row stays a row
 
 
 class _EpochShuffle(Sampler):

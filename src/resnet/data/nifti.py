@@ -25,6 +25,10 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _load(path: Path):
     # nibabel: heavy third-party import (0.7 s), needed only when NIfTI is read.
     import nibabel as nib
@@ -34,12 +38,10 @@ def _load(path: Path):
     try:
         img = nib.load(path)
     except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, ValueError, ...
-        raise ResNetError(
-            f"{path}: not a readable NIfTI file ({' '.join(str(e).split())})"
-        ) from None
+        raise ResNetError(f"{path}: not a readable NIfTI file ({_one_line(e)})") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ResNetError(f"{path}: a {type(img).__name__}, not a NIfTI image")
-    return nib.as_closest_canonical(img)
+    return img
 
 
 def read_nifti(path: str | Path, *, frame: int = 0, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
@@ -50,6 +52,9 @@ def read_nifti(path: str | Path, *, frame: int = 0, max_voxels: int = DEFAULT_MA
         frame: which volume of a 4-D file (time series) to take; ignored for 3-D files.
         max_voxels: refuse a file whose header announces more voxels (before decoding).
     """
+    # nibabel: heavy third-party import (0.7 s), needed only when NIfTI is read.
+    import nibabel as nib
+
     path = Path(path)
     img = _load(path)
     shape = tuple(int(s) for s in img.shape)
@@ -59,11 +64,12 @@ def read_nifti(path: str | Path, *, frame: int = 0, max_voxels: int = DEFAULT_MA
             f"{path}: shape {'x'.join(map(str, shape))} is not a 2-D or 3-D image"
             + (f" (frame {frame} of {shape[3]} asked)" if len(shape) == 4 else "")
         )
-    try:
+    try:  # reorienting reads the data (unless the file is RAS+ already): checks come first
+        img = nib.as_closest_canonical(img)
         index = (..., frame) if len(shape) == 4 else (...)
         data = np.asarray(img.dataobj[index], dtype=np.float32)
     except Exception as e:  # a truncated file fails here, after a readable header
-        raise ResNetError(f"{path}: image data truncated or corrupt ({e})") from None
+        raise ResNetError(f"{path}: image data truncated or corrupt ({_one_line(e)})") from None
     if data.ndim == 2:
         data = data[:, :, None]
     bad = int(np.count_nonzero(~np.isfinite(data)))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ResNetError
 from .dicom import find_series
+from .labels import findings, multi_hot
 from .nifti import is_nifti
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -61,7 +62,7 @@ class ScanIndex:
     """
 
     refs: list[ScanRef]
-    labels: list[int]
+    labels: list[int] | list[list[int]]  # class indices, or multi-hot rows (multi-label)
     classes: list[str]
     groups: list[str | None] = field(default_factory=list)
 
@@ -185,19 +186,22 @@ def _row_group(row: dict, header: list[str], group_by: str | None, path: Path, b
     )
 
 
-def index_csv(table: Path, group_by: str | None, classes: list[str] | None = None) -> ScanIndex:
-    """The scans a labels CSV names (see the module doc)."""
+def index_csv(
+    table: Path, group_by: str | None, classes: list[str] | None = None, multilabel: bool = False
+) -> ScanIndex:
+    """The scans a labels CSV names (see the module doc); with `multilabel`, labels list
+    findings separated by ";" (`data.labels`)."""
     header, rows = _read_csv(table)
     refs, names, groups = [], [], []
     for n, row in enumerate(rows, start=2):
         p = Path(row["path"])
         p = p if p.is_absolute() else table.parent / p
-        if not row["label"]:
+        if not row["label"] and not multilabel:
             raise ResNetError(f"{table}:{n}: empty label")
         if not p.exists():
             raise ResNetError(f"{table}:{n}: not found: {p}")
         refs.append(ScanRef(p))
-        names.append(row["label"])
+        names.append(findings(row["label"]) if multilabel else row["label"])
         groups.append(_row_group(row, header, group_by, p, table.parent))
     return _indexed(refs, names, groups, classes, str(table))
 
@@ -255,21 +259,28 @@ def class_order(found: set[str], positive: str | None = None) -> list[str]:
 
 
 def _indexed(refs, names, groups, classes: list[str] | None, where: str) -> ScanIndex:
-    """Label indices against `classes` (default: `class_order` of the names found)."""
-    found = sorted(set(names))
-    classes = list(classes or class_order(set(found)))
+    """Label indices (multi-hot rows for tuples of findings) against `classes` (default:
+    `class_order` of the names found)."""
+    multilabel = any(isinstance(n, tuple) for n in names)
+    found = sorted({f for n in names for f in (n if multilabel else [n])})
+    classes = list(classes or (found if multilabel else class_order(set(found))))
     unknown = set(found) - set(classes)
     if unknown:
         raise ResNetError(f"{where}: labels not in the training set: {', '.join(sorted(unknown))}")
     index = {c: i for i, c in enumerate(classes)}
-    return ScanIndex(refs, [index[n] for n in names], classes, groups)
+    labels = [multi_hot(n, classes) if multilabel else index[n] for n in names]
+    return ScanIndex(refs, labels, classes, groups)
 
 
-def index_scans(root: Path, group_by: str | None, classes: list[str] | None = None) -> ScanIndex:
+def index_scans(
+    root: Path, group_by: str | None, classes: list[str] | None = None, multilabel: bool = False
+) -> ScanIndex:
     """The scans of a source: its labels CSV, else its class folders."""
     table = csv_of(root)
     if table is not None:
-        return index_csv(table, group_by, classes)
+        return index_csv(table, group_by, classes, multilabel)
     if not root.is_dir():
         raise ResNetError(f"{root}: not a folder or a CSV of scans")
+    if multilabel:
+        raise ResNetError(f"{root}: multi-label scans are listed in a {CSV_NAME} (findings a;b)")
     return index_folders(root, group_by, classes)

@@ -31,6 +31,7 @@ from .bundle import DataBundle, Split
 from .config import DataConfig
 from .dicom import find_series, read_dicom, read_series
 from .grouping import group_salt, held_out
+from .labels import strata
 from .loaders import TensorLoader
 from .nifti import is_nifti, read_nifti
 from .scan_index import ScanIndex, ScanRef, index_scans, is_scan_file
@@ -112,13 +113,13 @@ def _grey_spl(volume: Volume) -> Volume:
 def prepare(volume: Volume, opts: ScanOptions, name: str = "scan") -> torch.Tensor:
     """A scan in [0, 1] at the net's size: [D, H, W] (volume mode) or [D0, size, size]."""
     volume = _grey_spl(volume)
-    if opts.spacing:
-        volume = resample(volume, opts.spacing)
-    volume = Volume(apply_window(volume.array, parse_window(opts.window)), volume.meta)
-    d0, h0, w0 = volume.array.shape
-    size = opts.size or h0
-    shape = opts.volume if opts.mode == "volume" else (d0, size, size)
     try:
+        if opts.spacing:
+            volume = resample(volume, opts.spacing)
+        volume = Volume(apply_window(volume.array, parse_window(opts.window)), volume.meta)
+        d0, h0, w0 = volume.array.shape
+        size = opts.size or h0
+        shape = opts.volume if opts.mode == "volume" else (d0, size, size)
         volume = center_crop(volume, shape) if opts.spacing else resize(volume, shape)
     except ResNetError as e:
         raise ResNetError(f"{name}: {e}") from None
@@ -148,7 +149,10 @@ def net_inputs(scan: torch.Tensor, opts: ScanOptions) -> torch.Tensor:
 def _decode(index: ScanIndex, opts: ScanOptions, on_bad: str, desc: str):
     """(prepared scans, hashed patient ids, kept indices); bad scans skipped with a warning."""
     scans, patients, keep = [], [], []
-    bar = tqdm(index.refs, desc=desc, unit="scan", leave=False, disable=len(index.refs) < 20)
+    # None: no bar when stderr is not a terminal (a log, a pipe), where it would only add noise
+    # around the one-line error a refused run prints.
+    quiet = True if len(index.refs) < 20 else None
+    bar = tqdm(index.refs, desc=desc, unit="scan", leave=False, disable=quiet)
     for i, ref in enumerate(bar):
         try:
             volume = read_scan(ref)
@@ -198,7 +202,7 @@ def _tensors(scans, labels, picks, opts: ScanOptions) -> tuple[torch.Tensor, tor
     """The picked scans as samples (volumes, or every slice of them) with their labels."""
     xs = [net_inputs(scans[i], opts) for i in picks]
     ys = [
-        torch.full((len(x),), labels[i], dtype=torch.long) for x, i in zip(xs, picks, strict=True)
+        torch.tensor([labels[i]] * len(x), dtype=torch.long) for x, i in zip(xs, picks, strict=True)
     ]
     return torch.cat(xs), torch.cat(ys)
 
@@ -234,16 +238,18 @@ def preprocessing(opts: ScanOptions, x: torch.Tensor, mean, std) -> dict:
 def scan_bundle(cfg: DataConfig, root: Path) -> DataBundle:
     """A data set of scans: decoded into memory, split by group, recorded (see the module doc)."""
     opts = ScanOptions.from_config(cfg)
-    index = index_scans(root, cfg.group_by)
+    index = index_scans(root, cfg.group_by, None, cfg.multilabel)
     scans, patients, keep = _decode(index, opts, cfg.bad_images, "reading scans")
     _check_memory(scans, opts, cfg.memory_limit_gb)
     labels = [index.labels[i] for i in keep]
     train, val, record = _split(labels, _groups(index, patients, keep), cfg)
     if cfg.subset:
-        train = [train[i] for i in stratified_subset([labels[i] for i in train], cfg.subset)]
+        train = [
+            train[i] for i in stratified_subset(strata([labels[i] for i in train]), cfg.subset)
+        ]
     x, y = _tensors(scans, labels, train, opts)
     mean, std = _stats(x)
-    pre = preprocessing(opts, x, mean, std)
+    pre = preprocessing(opts, x, mean, std) | ({"multilabel": True} if cfg.multilabel else {})
     val_split = None
     if val:
         vx, vy = _tensors(scans, labels, val, opts)
@@ -273,7 +279,8 @@ def scan_eval_loader(
         raise ResNetError(f"data not found: {root}")
     if split == "test":
         raise ResNetError(f"{root}: scan data sets have no test split; use --split val or all")
-    index = index_scans(root, data_cfg.group_by if split != "all" else None, classes)
+    group_by = data_cfg.group_by if split != "all" else None
+    index = index_scans(root, group_by, classes, bool(pre.get("multilabel")))
     scans, patients, keep = _decode(index, opts, bad_images, split)
     labels = [index.labels[i] for i in keep]
     picks = list(range(len(keep)))

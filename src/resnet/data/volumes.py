@@ -193,6 +193,11 @@ def resample(volume: Volume, spacing: tuple[float, float, float]) -> Volume:
     """
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ResNetError(f"a spacing is three positive numbers (z, y, x) in mm, got {spacing}")
+    if not all(math.isfinite(s) and s > 0 for s in volume.meta.spacing):
+        raise ResNetError(
+            f"cannot resample: the scan's own spacing {volume.meta.spacing} is not three "
+            "positive numbers (a broken header)"
+        )
     old = volume.array.shape[:3]
     shape = tuple(
         max(1, math.floor(n * s / t + 0.5))

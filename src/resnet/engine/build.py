@@ -25,6 +25,8 @@ def check_model_config(cfg: TrainConfig) -> None:
             "whiten_stem initialises a net trained from scratch; it cannot be combined with "
             "--weights"
         )
+    if cfg.data.multilabel and cfg.run.ensemble > 1:
+        raise ResNetError("ensembles average softmax probabilities; train multi-label nets alone")
     if cfg.model.freeze_whitened and not cfg.model.whiten_stem:
         raise ResNetError(
             "freeze_whitened keeps the whitened first conv fixed; it needs whiten_stem"

@@ -105,9 +105,13 @@ def calibrate(
         "out": str(out),
     }
     if write:
-        plot_reliability(apply_temperature(logits, 1.0), labels, out / "reliability_before.png")
+        ml = labels.dim() == 2  # multi-label: a sigmoid per label
+        before = apply_temperature(logits, 1.0, multilabel=ml)
+        plot_reliability(before, labels, out / "reliability_before.png")
         plot_reliability(
-            apply_temperature(logits, fit.temperature), labels, out / "reliability_after.png"
+            apply_temperature(logits, fit.temperature, multilabel=ml),
+            labels,
+            out / "reliability_after.png",
         )
         update_checkpoint(ckpt, temperature=float(fit.temperature))
         write_json(out / "calibration.json", result)

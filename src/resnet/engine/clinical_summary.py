@@ -23,15 +23,19 @@ RESAMPLES = 1000
 LARGE = 200_000
 
 
-def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Softmax probabilities of logits divided by a (calibration) temperature."""
-    return torch.softmax(logits.double() / temperature, dim=1)
+def probabilities(
+    logits: torch.Tensor, temperature: float = 1.0, multilabel: bool = False
+) -> torch.Tensor:
+    """Probabilities of logits divided by a (calibration) temperature: a softmax over classes,
+    or a sigmoid per label."""
+    z = logits.double() / temperature
+    return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)
 
 
 def youden_threshold(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0):
     """Youden's threshold on these predictions for a binary task, else "youden" (per class on
     the data it is applied to)."""
-    if logits.shape[1] != 2:
+    if logits.shape[1] != 2 or labels.dim() == 2:
         return "youden"
     try:
         return operating_point(probabilities(logits, temperature), labels, "youden")[0]["threshold"]
@@ -76,7 +80,7 @@ def clinical_outputs(
     n_boot = RESAMPLES if logits.numel() <= LARGE else 200
     try:
         report = clinical_report(
-            probabilities(logits, temperature).numpy(),
+            probabilities(logits, temperature, labels.dim() == 2).numpy(),
             labels.numpy(),
             classes,
             threshold=threshold,

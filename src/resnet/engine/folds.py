@@ -15,6 +15,7 @@ first unfinished fold.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -71,13 +72,29 @@ def train_folds(
         if events.stop_requested:
             return stopped(events, out, {"epoch": 0, "step": 0}, fold=i + 1)
         tag = f"fold {i + 1}/{k}"
-        summary = train_part(cfg.updated({"data": {"fold": i}}), out / f"fold{i + 1}", tag, events)
+        try:
+            summary = train_part(
+                cfg.updated({"data": {"fold": i}}), out / f"fold{i + 1}", tag, events
+            )
+        except ResNetError:
+            if i == 0 and not (out / "fold1").exists():
+                _forget(out)
+            raise
         if summary.get("status") == "stopped":
             return stopped(events, out, summary, fold=i + 1)
         folds.append(summary)
     summary = _finish(cfg, out, folds)
     events.emit(RunEnd(summary, "finished"))
     return summary
+
+
+def _forget(out: Path) -> None:
+    """Removes the config.yaml of a run refused before its first fold started (more folds than
+    patients, a bad column, ...): left there, it would refuse the corrected command as a
+    cross-validation run "with another config". The folder goes too when nothing else is in it."""
+    (out / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()
 
 
 def _mean_sd(values: list[float]) -> dict:

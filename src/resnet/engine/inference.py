@@ -68,6 +68,21 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
+def class_probabilities(logits: torch.Tensor, pre: dict) -> torch.Tensor:
+    """A softmax over classes, or for a multi-label model (`pre["multilabel"]`) a sigmoid per
+    label (each label's own probability; they need not sum to 1)."""
+    return torch.sigmoid(logits) if pre.get("multilabel") else torch.softmax(logits, dim=1)
+
+
+def _with_findings(result: dict, probs: torch.Tensor, classifier) -> dict:
+    """A multi-label result also lists every label with probability >= 0.5 ("findings")."""
+    if classifier.preprocessing.get("multilabel"):
+        result["findings"] = [
+            c for c, p in zip(classifier.classes, probs.tolist(), strict=True) if p >= 0.5
+        ]
+    return result
+
+
 def _ranked(classes: list[str], probs: torch.Tensor, k: int) -> list[dict]:
     """The top-k classes of one probability vector."""
     top = probs.topk(k)
@@ -95,11 +110,11 @@ def predict_scans(
                 raise
             warnings.warn(f"skipping {e}", stacklevel=2)
             continue
-        probs = torch.softmax(classifier(x), dim=1).mean(0)
+        probs = class_probabilities(classifier(x), pre).mean(0)
         result = {"path": str(ref.path), "predictions": _ranked(classifier.classes, probs, k)}
         if pre["scan"]["mode"] == "slices":
             result["slices"] = len(x)
-        results.append(result)
+        results.append(_with_findings(result, probs, classifier))
         xs.append(x)
         displays.append(display)
     return results, xs, displays
@@ -127,7 +142,8 @@ def predict_paths(
                 warnings.warn(f"skipping {e}", stacklevel=2)
         if not xs:
             continue
-        probs = torch.softmax(classifier(torch.stack(xs)), dim=1)
+        probs = class_probabilities(classifier(torch.stack(xs)), pre)
         for p, row in zip(chunk, probs, strict=True):
-            results.append({"path": str(p), "predictions": _ranked(classifier.classes, row, k)})
+            result = {"path": str(p), "predictions": _ranked(classifier.classes, row, k)}
+            results.append(_with_findings(result, row, classifier))
     return results

@@ -231,11 +231,11 @@ class Trainer:
         cfg = self.cfg
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.needs_scaler else None
-        self.class_weights = None
-        if cfg.data.balance == "loss":  # each class weighs as much in the loss as the others
-            counts = torch.bincount(self.data.train.labels.cpu(), minlength=len(self.data.classes))
-            weights = counts.sum() / (len(counts) * counts.clamp_min(1).double())
-            self.class_weights = weights.float().to(self.device)
+        self.class_weights = (
+            class_weights(self.data.train.labels) if cfg.data.balance == "loss" else None
+        )
+        if self.class_weights is not None:
+            self.class_weights = self.class_weights.to(self.device)
         self.ema = None
         if cfg.optim.ema_decay:
             self.ema = AveragedModel(
@@ -426,7 +426,7 @@ class Trainer:
         """The epoch's image size (progressive resizing) and batch mixing (the strong preset)."""
         cfg = self.cfg
         size = (cfg.data.early_size,) * 2 if epoch < cfg.data.early_epochs else None
-        strong = cfg.data.augment == "strong" and not cfg.data.volume
+        strong = cfg.data.augment == "strong" and not cfg.data.volume and not cfg.data.multilabel
         mix = mixup_cutmix(len(self.data.classes)) if strong else None
         return size, mix
 
@@ -447,7 +447,6 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, size, mix, where: str) -> tuple:
         """One optimiser step; returns (loss, logits). Every process agrees on a bad loss, so
         they stop together."""
-        cfg = self.cfg
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if size is not None:
@@ -457,12 +456,7 @@ class Trainer:
             x, target = mix(x, y)
         with autocast(self.device, self.amp_dtype):
             out = self.net(x)
-            loss = F.cross_entropy(
-                out.float(),
-                target,
-                weight=self.class_weights,
-                label_smoothing=cfg.optim.label_smoothing,
-            )
+            loss = self._loss(out.float(), target)
         bad = (~torch.isfinite(loss.detach())).float()
         if self.distributed:  # every rank stops together, or the others wait forever
             distributed.all_reduce_sum(bad)
@@ -473,6 +467,16 @@ class Trainer:
             )
         self._update(loss)
         return loss, out
+
+    def _loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over classes, or binary cross-entropy per label (multi-label)."""
+        if self.cfg.data.multilabel:
+            return F.binary_cross_entropy_with_logits(
+                out, target.float(), pos_weight=self.class_weights
+            )
+        return F.cross_entropy(
+            out, target, weight=self.class_weights, label_smoothing=self.cfg.optim.label_smoothing
+        )
 
     def _update(self, loss: torch.Tensor) -> None:
         """Backward pass, clipping, optimiser step, lookahead and weight average."""
@@ -528,7 +532,7 @@ class Trainer:
             sums += torch.stack(
                 [
                     loss.detach().double().cpu() * n,
-                    (out.detach().argmax(1) == y.to(out.device)).sum().double().cpu(),
+                    hits(out.detach(), y.to(out.device)).double().cpu(),
                     torch.tensor(float(n), dtype=torch.float64),
                 ]
             )
@@ -689,7 +693,9 @@ class Trainer:
         if row["epoch"] % self.cfg.run.eval_every != 0 and not last:
             return False
         m = self.evaluate("val")
-        row |= {"val_loss": m["loss"], "val_acc": m["top1"], "val_top5": m["top5"]}
+        row |= {"val_loss": m["loss"], "val_acc": m["top1"]}
+        if "top5" in m:
+            row["val_top5"] = m["top5"]
         improved = m["top1"] > self.best
         self.best = max(self.best, m["top1"])
         return improved
@@ -748,17 +754,18 @@ class Trainer:
         """The held-out split's figures; writes its metrics JSON and confusion matrix."""
         m = self.evaluate(split, model)
         clinical = self._clinical(split, model) if self.main and self.world == 1 else {}
-        if self.main:
+        if self.main and "confusion_matrix" in m:
             plot_confusion(
                 torch.tensor(m["confusion_matrix"]),
                 self.data.classes,
                 self.out / "confusion_matrix.png",
                 f"{self.cfg.model.name}, {split} split: {100 * m['top1']:.2f}% top-1",
             )
+        if self.main:
             write_json(self.out / f"{split}_metrics.json", m)
         return {
             f"{split}_acc": m["top1"],
-            f"{split}_top5": m["top5"],
+            f"{split}_top5": m.get("top5"),
             f"{split}_loss": m["loss"],
             f"{split}_macro_f1": m["macro_f1"],
             **clinical,
@@ -783,6 +790,24 @@ class Trainer:
             tta=self.cfg.run.tta and self.cfg.data.flip,
             tta_shift=self.cfg.run.tta_shift,
         )
+
+
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Loss weights that make each class count as much as the others: N / (C x count) per
+    class, or for multi-hot labels each label's negatives / positives (BCE's pos_weight)."""
+    if labels.dim() == 2:
+        pos = labels.sum(0).double()
+        return ((len(labels) - pos) / pos.clamp_min(1)).float()
+    counts = torch.bincount(labels.cpu())
+    return (counts.sum() / (len(counts) * counts.clamp_min(1).double())).float()
+
+
+def hits(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Correct predictions in a batch: top-1 hits, or for multi-hot labels the per-label
+    accuracy summed over samples (so accuracy is the mean per-label accuracy)."""
+    if y.dim() == 2:
+        return ((out > 0) == (y > 0)).float().mean(1).sum()
+    return (out.argmax(1) == y).sum()
 
 
 def train_single(cfg: TrainConfig | None = None, **kwargs) -> dict:

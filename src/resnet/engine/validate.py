@@ -157,6 +157,8 @@ def _tta(state: dict, pre: dict, tta: bool | None, tta_shift: int | None) -> tup
 
 def _write(out: Path, metrics: dict, arch: str) -> None:
     write_json(out / "metrics.json", metrics)
+    if "confusion_matrix" not in metrics:  # multi-label: per-label counts, no matrix
+        return
     plot_confusion(
         torch.tensor(metrics["confusion_matrix"]),
         metrics["classes"],

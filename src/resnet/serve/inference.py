@@ -38,6 +38,7 @@ from ..data.images import (
     image_to_tensor,
     rgb_tensor,
 )
+from ..engine.inference import class_probabilities
 from ..engine.runfolder import MANIFEST, checkpoint_in, is_ensemble_run
 from ..errors import ResNetError
 from ..export import detect_format, load_classifier
@@ -290,7 +291,7 @@ class ServedClassifier:
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities for a preprocessed batch (on the model's own thread)."""
-        return torch.softmax(self.classifier(batch), dim=1)
+        return class_probabilities(self.classifier(batch), self.pre)
 
     def _inputs(self, images: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([self.transform(x) for x in images])

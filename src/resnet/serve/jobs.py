@@ -541,15 +541,13 @@ def misclassified(folder: Path, limit: int) -> dict:
     pre = state["preprocessing"]
     with torch.inference_mode():
         for x, y in loader:
-            probs = torch.softmax(model(x).float(), dim=1)
-            conf, pred = probs.max(dim=1)
-            for j in (pred != y).nonzero().flatten().tolist():
+            for j, true, predicted, conf in _mistakes(model(x).float(), y, classes):
                 items.append(
                     dict(
                         index=seen + j,
-                        true=classes[int(y[j])],
-                        predicted=classes[int(pred[j])],
-                        confidence=round(float(conf[j]), 4),
+                        true=true,
+                        predicted=predicted,
+                        confidence=round(conf, 4),
                         image=_thumbnail_b64(x[j], pre),
                     )
                 )
@@ -580,6 +578,25 @@ def _eval_split(state: dict) -> tuple[Any, str]:
         except (ResNetError, KeyError) as e:
             problem = str(e).splitlines()[0] if str(e) else problem
     raise ApiError(409, f"no test or validation images to look at: {problem}")
+
+
+def _mistakes(logits: torch.Tensor, y: torch.Tensor, classes: list[str]):
+    """(index, true, predicted, confidence) of each wrong prediction in a batch; multi-label:
+    the findings (";"-joined) differ, confidence the least certain label's."""
+    if y.dim() == 2:
+        probs = torch.sigmoid(logits)
+        pred = probs > 0.5
+        conf = torch.where(pred, probs, 1 - probs).min(1).values
+
+        def names(row: torch.Tensor) -> str:
+            return ";".join(c for c, on in zip(classes, row.tolist(), strict=True) if on)
+
+        for j in (pred != (y > 0)).any(1).nonzero().flatten().tolist():
+            yield j, names(y[j] > 0), names(pred[j]), float(conf[j])
+        return
+    conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+    for j in (pred != y).nonzero().flatten().tolist():
+        yield j, classes[int(y[j])], classes[int(pred[j])], float(conf[j])
 
 
 def _thumbnail_b64(x: torch.Tensor, pre: dict) -> str:
