@@ -27,6 +27,7 @@ class Split:
     labels: torch.Tensor
     images: torch.Tensor | None = None  # [N, C, H, W] float32, normalised
     files: ImageList | None = None
+    owners: torch.Tensor | None = None  # slices of scans: the scan each sample comes from
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -198,13 +198,15 @@ def _split(labels: list[int], groups: list[str], cfg: DataConfig) -> tuple[list,
     )
 
 
-def _tensors(scans, labels, picks, opts: ScanOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """The picked scans as samples (volumes, or every slice of them) with their labels."""
+def _tensors(scans, labels, picks, opts: ScanOptions) -> tuple[torch.Tensor, ...]:
+    """The picked scans as samples (volumes, or every slice of them) with their labels and the
+    position of each sample's scan in `picks` (its "owner")."""
     xs = [net_inputs(scans[i], opts) for i in picks]
     ys = [
         torch.tensor([labels[i]] * len(x), dtype=torch.long) for x, i in zip(xs, picks, strict=True)
     ]
-    return torch.cat(xs), torch.cat(ys)
+    owners = [torch.full((len(x),), k, dtype=torch.long) for k, x in enumerate(xs)]
+    return torch.cat(xs), torch.cat(ys), torch.cat(owners)
 
 
 def _check_memory(scans: list[torch.Tensor], opts: ScanOptions, limit_gb: float) -> None:
@@ -247,13 +249,13 @@ def scan_bundle(cfg: DataConfig, root: Path) -> DataBundle:
         train = [
             train[i] for i in stratified_subset(strata([labels[i] for i in train]), cfg.subset)
         ]
-    x, y = _tensors(scans, labels, train, opts)
+    x, y, _ = _tensors(scans, labels, train, opts)
     mean, std = _stats(x)
     pre = preprocessing(opts, x, mean, std) | ({"multilabel": True} if cfg.multilabel else {})
     val_split = None
     if val:
-        vx, vy = _tensors(scans, labels, val, opts)
-        val_split = Split(vy, _normalised(vx, mean, std))
+        vx, vy, owners = _tensors(scans, labels, val, opts)
+        val_split = Split(vy, _normalised(vx, mean, std), owners=owners)
     bundle = DataBundle(
         str(root), index.classes, pre, Split(y, _normalised(x, mean, std)), val_split, None
     )
@@ -272,7 +274,8 @@ def scan_eval_loader(
     bad_images: str = "skip",
 ) -> TensorLoader:
     """One split of a scan source preprocessed as a checkpoint says: "train" / "val" as the
-    training run split it (the same groups and folds), or "all" (another data set)."""
+    training run split it (the same groups and folds), or "all" (another data set). The
+    loader's `owners` holds each sample's scan (slices of one scan share it)."""
     opts = ScanOptions.from_dict(pre["scan"])
     root = Path(source).expanduser()
     if not root.exists():
@@ -289,9 +292,12 @@ def scan_eval_loader(
         picks = val if split == "val" else train
         if not picks:
             raise ResNetError("this run held out no validation split (val_split 0)")
-    x, y = _tensors(scans, labels, picks, opts)
-    x = _normalised(x, pre["mean"], pre["std"])
-    return TensorLoader(x, y, batch_size=batch_size, shuffle=False)
+    x, y, owners = _tensors(scans, labels, picks, opts)
+    loader = TensorLoader(
+        _normalised(x, pre["mean"], pre["std"]), y, batch_size=batch_size, shuffle=False
+    )
+    loader.owners = owners  # slices: which scan each sample is, for per-scan metrics
+    return loader
 
 
 # ---------------------------------------------------------------------------------------------

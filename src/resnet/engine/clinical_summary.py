@@ -32,6 +32,26 @@ def probabilities(
     return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)
 
 
+def per_scan(
+    logits: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor | None, multilabel: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slice predictions pooled per scan (the mean probability of its slices, returned as log
+    probabilities so the report's softmax gives it back; log-odds for a sigmoid): a scan, not
+    a slice, is the unit a clinical figure counts. Unchanged when `owners` is None."""
+    if owners is None:
+        return logits, labels
+    n = int(owners.max()) + 1
+    probs = probabilities(logits, 1.0, multilabel)
+    pooled = torch.zeros(n, probs.shape[1], dtype=probs.dtype).index_add_(0, owners, probs)
+    pooled /= torch.bincount(owners, minlength=n).to(probs.dtype)[:, None]
+    first = torch.full((n,), len(owners), dtype=torch.long).scatter_reduce(
+        0, owners, torch.arange(len(owners)), "amin"
+    )
+    pooled = pooled.clamp(1e-12, 1 - 1e-12)
+    out = torch.logit(pooled) if multilabel else pooled.log()
+    return out.float(), labels[first]
+
+
 def youden_threshold(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0):
     """Youden's threshold on these predictions for a binary task, else "youden" (per class on
     the data it is applied to)."""
@@ -74,9 +94,11 @@ def clinical_outputs(
     *,
     threshold: float | str = "youden",
     temperature: float = 1.0,
+    unit: str = "image",
 ) -> dict:
     """Writes `<split>_clinical.json` and roc.png, pr.png, calibration.png into `out`; returns
-    the headline figures for a summary (empty when the split has one class only)."""
+    the headline figures for a summary (empty when the split has one class only). `unit` names
+    what one prediction is ("image", or "scan": a volume, or a scan's slices pooled)."""
     n_boot = RESAMPLES if logits.numel() <= LARGE else 200
     try:
         report = clinical_report(
@@ -92,5 +114,6 @@ def clinical_outputs(
             return {}
         raise
     report["temperature"] = temperature
+    report["unit"] = unit  # what one prediction is: an image, or a scan (slices pooled)
     write_json(out / f"{split}_clinical.json", report)
-    return _flat(report, split)
+    return _flat(report, split) | {f"{split}_clinical_unit": unit}

@@ -40,7 +40,7 @@ from .build import (
 )
 from .checkpoint import build_model as build_model_from_state
 from .checkpoint import load_checkpoint, save_checkpoint
-from .clinical_summary import clinical_outputs, youden_threshold
+from .clinical_summary import clinical_outputs, per_scan, youden_threshold
 from .config import TrainConfig
 from .console import ConsoleProgress
 from .evaluate import collect_logits, evaluate
@@ -232,7 +232,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.finetune.backbone_lr_mult)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.needs_scaler else None
         self.class_weights = (
-            class_weights(self.data.train.labels) if cfg.data.balance == "loss" else None
+            class_weights(self.data.train.labels, len(self.data.classes))
+            if cfg.data.balance == "loss"
+            else None
         )
         if self.class_weights is not None:
             self.class_weights = self.class_weights.to(self.device)
@@ -777,12 +779,15 @@ class Trainer:
         if threshold == "youden" and split == "test" and "val" in self.eval_loaders:
             threshold = youden_threshold(*self._logits("val", model))
         logits, labels = self._logits(split, model)
+        unit = "scan" if self.data.preprocessing.get("scan") else "image"
         return clinical_outputs(
-            logits, labels, self.data.classes, self.out, split, threshold=threshold
+            logits, labels, self.data.classes, self.out, split, threshold=threshold, unit=unit
         )
 
     def _logits(self, split: str, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        return collect_logits(
+        """A split's logits and labels; slices of scans pooled per scan (`per_scan`)."""
+        owners = getattr(getattr(self.data, split), "owners", None)
+        logits, labels = collect_logits(
             model,
             self.eval_loaders[split],
             self.device,
@@ -790,15 +795,16 @@ class Trainer:
             tta=self.cfg.run.tta and self.cfg.data.flip,
             tta_shift=self.cfg.run.tta_shift,
         )
+        return per_scan(logits, labels, owners, self.cfg.data.multilabel)
 
 
-def class_weights(labels: torch.Tensor) -> torch.Tensor:
+def class_weights(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
     """Loss weights that make each class count as much as the others: N / (C x count) per
     class, or for multi-hot labels each label's negatives / positives (BCE's pos_weight)."""
     if labels.dim() == 2:
         pos = labels.sum(0).double()
         return ((len(labels) - pos) / pos.clamp_min(1)).float()
-    counts = torch.bincount(labels.cpu())
+    counts = torch.bincount(labels.cpu(), minlength=num_classes or 0)
     return (counts.sum() / (len(counts) * counts.clamp_min(1).double())).float()
 
 

@@ -11,7 +11,7 @@ from ..device import precision_name, resolve_device, resolve_precision
 from ..errors import ResNetError
 from ..storage import write_json
 from .checkpoint import load_model_or_ensemble
-from .clinical_summary import clinical_outputs
+from .clinical_summary import clinical_outputs, per_scan
 from .evaluate import collect_logits, metrics_from_logits
 from .report import plot_confusion
 
@@ -54,11 +54,14 @@ def validate(
         desc=split,
     )
     metrics = metrics_from_logits(logits, labels)
+    owners = getattr(loader, "owners", None)  # slices of scans: clinical figures per scan
+    logits, labels = per_scan(logits, labels, owners, labels.dim() == 2)
     out = out or _default_out(checkpoint, state, split)
     temperature = float(state.get("temperature", 1.0))
     threshold = state.get("config", {}).get("run", {}).get("threshold", "youden")
+    unit = "scan" if pre.get("scan") else "image"
     metrics |= clinical_outputs(
-        logits, labels, classes, out, split, threshold=threshold, temperature=temperature
+        logits, labels, classes, out, split, threshold=threshold, temperature=temperature, unit=unit
     )
     if temperature != 1.0:
         metrics["temperature"] = temperature
