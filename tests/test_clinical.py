@@ -209,3 +209,18 @@ def test_bad_input_is_one_line(call, match):
     with pytest.raises(ResNetError, match=match) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_per_scan_pools_slice_probabilities():
+    from resnet.engine.clinical_summary import per_scan
+
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0]])
+    labels = torch.tensor([1, 1, 0])
+    owners = torch.tensor([0, 0, 1])  # slices 0 and 1 are one scan
+    pooled, pooled_labels = per_scan(logits, labels, owners, multilabel=False)
+    expected = torch.softmax(logits, 1)[:2].mean(0)
+    assert torch.allclose(torch.softmax(pooled, 1)[0], expected, atol=1e-6)
+    assert pooled_labels.tolist() == [1, 0]
+    ml, _ = per_scan(logits, torch.tensor([[1, 0], [1, 0], [0, 1]]), owners, multilabel=True)
+    assert torch.allclose(torch.sigmoid(ml[0]), torch.sigmoid(logits[:2]).mean(0), atol=1e-6)
+    assert per_scan(logits, labels, None, multilabel=False)[0] is logits

@@ -314,6 +314,10 @@ def test_slices_checkpoint_and_per_series_prediction(slice_folds, cohort, capsys
     assert pre["scan"]["mode"] == "slices" and pre["scan"]["slices"] == 3
     assert pre["in_chans"] == 3 and list(pre["size"]) == [16, 16]
     assert state["config"]["run"]["epochs"] == 1
+    # The clinical figures count scans (each scan's slices pooled), not slices.
+    report = json.loads((fold / "val_clinical.json").read_text())
+    split = json.loads((fold / "splits.json").read_text())
+    assert report["unit"] == "scan" and report["n_samples"] == split["n_val_samples"]
     series = cohort / "SYN005" / "series1"
     nifti = cohort / "SYN005" / "anat.nii.gz"
     dicom_result, nifti_result = predict_json(capsys, str(fold), str(series), str(nifti))
