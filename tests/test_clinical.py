@@ -224,3 +224,15 @@ def test_per_scan_pools_slice_probabilities():
     ml, _ = per_scan(logits, torch.tensor([[1, 0], [1, 0], [0, 1]]), owners, multilabel=True)
     assert torch.allclose(torch.sigmoid(ml[0]), torch.sigmoid(logits[:2]).mean(0), atol=1e-6)
     assert per_scan(logits, labels, None, multilabel=False)[0] is logits
+
+
+def test_sensitivity_interval_is_wilson_and_never_collapses():
+    from resnet.engine.clinical import wilson_interval
+
+    assert wilson_interval(7, 10) == pytest.approx([0.3968, 0.8922], abs=1e-4)  # textbook
+    lo, hi = wilson_interval(14, 14)
+    assert lo == pytest.approx(0.7847, abs=1e-4) and hi == 1.0
+    y = np.array([1] * 14 + [0] * 6)
+    p = np.linspace(0.9, 0.1, 20)  # every positive above every negative
+    sens = clinical_report(p, y, ["neg", "pos"], threshold=0.5, n_boot=50)["classes"]["pos"]
+    assert sens["sensitivity"]["value"] == 1.0 and sens["sensitivity"]["ci95"][0] < 0.8

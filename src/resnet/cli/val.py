@@ -55,6 +55,12 @@ def add_parser(sub) -> None:
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
     )
+    p.add_argument(
+        "--threshold",
+        metavar="P|youden",
+        help="operating point of sensitivity / specificity (default: the run's; Youden's point "
+        "of the run's own validation split when other data is evaluated)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=run)
 
@@ -82,6 +88,7 @@ def run(args) -> int:
         out=Path(args.out) if args.out else None,
         device=args.device,
         precision=args.precision,
+        threshold=args.threshold,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))

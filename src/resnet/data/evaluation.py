@@ -57,15 +57,17 @@ def eval_loader(
         return scan_eval_loader(
             source, split, pre, classes, cfg, batch_size=batch_size, bad_images=bad_images
         )
-    files = _split_files(Path(source).expanduser(), split, classes, cfg, bad_images)
+    files, record = _split_files(Path(source).expanduser(), split, classes, cfg, bad_images)
     files.in_chans = pre["in_chans"]
-    return StreamLoader(
+    loader = StreamLoader(
         FileDataset(files, eval_transform(pre)),
         batch_size=batch_size,
         shuffle=False,
         workers=workers,
         channels_last=channels_last,
     )
+    loader.split_record = record  # a split by group: checked against the run's splits.json
+    return loader
 
 
 def _data_config(d: dict, source: str, val_split: float) -> DataConfig:
@@ -102,14 +104,15 @@ def _fashion_mnist_loader(
 
 def _split_files(
     root: Path, split: str, classes: list[str], cfg: DataConfig, bad_images: str
-) -> ImageList:
-    """The files of `split` of a folder or CSV: its own split folder, or the carved val split."""
+) -> tuple[ImageList, dict | None]:
+    """The files of `split` of a folder or CSV: its own split folder, or the carved val split;
+    and the carved split's group record (None when not carved by group)."""
     if not root.exists():
         raise ResNetError(f"data not found: {root}")
     if root.is_dir() and (root / split).is_dir():
-        return scan(root / split, bad_images, classes, None, cfg.multilabel)
+        return scan(root / split, bad_images, classes, None, cfg.multilabel), None
     if split == "all":  # another data set: every image in it
-        return scan(root, bad_images, classes, None, cfg.multilabel)
+        return scan(root, bad_images, classes, None, cfg.multilabel), None
     if split == "test":
         raise ResNetError(f"{root} has no test split (no test/ folder)")
     # The split the training run carved: the same scan and the same validation split.
@@ -117,5 +120,5 @@ def _split_files(
     if cfg.val_split <= 0 and cfg.folds < 2:
         raise ResNetError(NO_VAL_SPLIT)
     files = scan(base, bad_images, classes, cfg.group_by, cfg.multilabel)
-    tr, va, _ = carve(files, cfg)
-    return files.subset(va if split == "val" else tr)
+    tr, va, record = carve(files, cfg)
+    return files.subset(va if split == "val" else tr), record

@@ -288,7 +288,7 @@ def scan_eval_loader(
     labels = [index.labels[i] for i in keep]
     picks = list(range(len(keep)))
     if split != "all":
-        train, val, _ = _split(labels, _groups(index, patients, keep), data_cfg)
+        train, val, record = _split(labels, _groups(index, patients, keep), data_cfg)
         picks = val if split == "val" else train
         if not picks:
             raise ResNetError("this run held out no validation split (val_split 0)")
@@ -297,6 +297,7 @@ def scan_eval_loader(
         _normalised(x, pre["mean"], pre["std"]), y, batch_size=batch_size, shuffle=False
     )
     loader.owners = owners  # slices: which scan each sample is, for per-scan metrics
+    loader.split_record = record if split != "all" else None  # checked against the run's
     return loader
 
 

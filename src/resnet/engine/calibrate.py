@@ -72,7 +72,7 @@ def calibrate(
     dev = resolve_device(device)
     try:
         loader, source, split = split_loader(
-            state, SPLIT, data=data, batch_size=batch_size, workers=workers
+            state, SPLIT, data=data, batch_size=batch_size, workers=workers, run_dir=ckpt.parent
         )
     except ResNetError as e:
         if NO_VAL_SPLIT not in str(e):

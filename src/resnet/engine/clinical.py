@@ -26,6 +26,7 @@ from .report import pyplot, save_figure
 
 BOOTSTRAP_SEED = 0
 ECE_BINS = 15
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 _CHUNK_ELEMENTS = 2_000_000  # bootstrap weights held at once (16 MB of float64)
 
 
@@ -491,12 +492,29 @@ def plot_reliability(probs, labels, path: str | Path, bins: int = ECE_BINS) -> P
 # The report
 
 
+def wilson_interval(k: int, n: int, z: float = Z95) -> list[float]:
+    """The Wilson score interval of a proportion k / n (95 % by default): unlike a bootstrap
+    it does not collapse to [1, 1] when every positive was found."""
+    if n == 0:
+        return [0.0, 1.0]
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def _class_entry(r: _Ranked, cut: int, threshold: float, samples) -> dict:
+    """One class's figures: AUROC and AP with bootstrap CIs, sensitivity and specificity (at
+    the fixed threshold: binomial proportions) with Wilson intervals."""
     point = r.metrics(None, cut)
-    entry = {"n_positive": int(r.positive.sum()), "n_negative": int((~r.positive).sum())}
-    entry["threshold"] = threshold
-    for key in ("auroc", "average_precision", "sensitivity", "specificity"):
+    pos, neg = int(r.positive.sum()), int((~r.positive).sum())
+    entry = {"n_positive": pos, "n_negative": neg, "threshold": threshold}
+    for key in ("auroc", "average_precision"):
         entry[key] = _with_ci(float(point[key][0]), None if samples is None else samples[key])
+    for key, n in (("sensitivity", pos), ("specificity", neg)):
+        value = float(point[key][0])
+        ci = None if samples is None else wilson_interval(round(value * n), n)
+        entry[key] = {"value": value, "ci95": ci}
     return entry
 
 
@@ -574,7 +592,7 @@ def clinical_report(
         "bootstrap": {
             "resamples": n_boot,
             "seed": seed,
-            "interval": "percentile 95 %",
+            "interval": "percentile 95 % (AUROC, AP); Wilson score 95 % (sensitivity, specificity)",
             "resampling": "stratified by label",
         },
     }

@@ -139,6 +139,7 @@ class Trainer:
         self._setup_optimizer()
         self._setup_loaders()
         self.start_epoch, self.history, self.best = 0, [], -1.0
+        self.best_loss = float("inf")  # breaks ties of validation accuracy
         self.train_seconds, self.epoch_seconds = 0.0, []
         self.partial: dict | None = None  # where a stopped epoch resumes
         if state is not None:
@@ -314,6 +315,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "best_val_acc": self.best,
+            "best_val_loss": self.best_loss,
             "train_seconds": self.train_seconds,
             "planned_epochs": self.planned_epochs,
             # Resuming reseeds from (seed, epoch), which replays exactly; a run stopped inside
@@ -351,6 +353,7 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.history = list(state["history"])
         self.best = state["best_val_acc"]
+        self.best_loss = state.get("best_val_loss", float("inf"))
         self.train_seconds = state.get("train_seconds", 0.0)
         self.epoch_seconds = [row["seconds"] for row in self.history]
         self.partial = state.get("partial_epoch")
@@ -698,8 +701,10 @@ class Trainer:
         row |= {"val_loss": m["loss"], "val_acc": m["top1"]}
         if "top5" in m:
             row["val_top5"] = m["top5"]
-        improved = m["top1"] > self.best
-        self.best = max(self.best, m["top1"])
+        # Better accuracy, or the same with a lower loss (small validation sets tie often).
+        improved = m["top1"] > self.best or (m["top1"] == self.best and m["loss"] < self.best_loss)
+        if improved:
+            self.best, self.best_loss = m["top1"], m["loss"]
         return improved
 
     def _write_epoch_outputs(self) -> None:

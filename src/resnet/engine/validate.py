@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -29,8 +31,13 @@ def validate(
     device: str = "auto",
     precision: str = "fp32",
     progress: bool = True,
+    threshold: float | str | None = None,
 ) -> dict:
     """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble).
+
+    `threshold`: the clinical report's operating point, a probability or "youden"; None: the
+    run's own (`run.threshold`), Youden's point taken from the run's validation split when
+    other data or another split is evaluated (`_operating_point`).
 
     `precision`: "fp32" (default), "bf16"/"fp16" (autocast) or "auto": the run's own setting
     (its `run.precision`, resolved on `device` as training resolves it), so the figure repeats
@@ -39,7 +46,12 @@ def validate(
     model, state = load_model_or_ensemble(checkpoint)
     amp_dtype = _amp_dtype(state, precision, dev)
     loader, source, split = split_loader(
-        state, split, data=data, batch_size=batch_size, workers=workers
+        state,
+        split,
+        data=data,
+        batch_size=batch_size,
+        workers=workers,
+        run_dir=_run_dir(checkpoint),
     )
     pre, classes = state["preprocessing"], state["classes"]
     tta, tta_shift = _tta(state, pre, tta, tta_shift)
@@ -58,7 +70,8 @@ def validate(
     logits, labels = per_scan(logits, labels, owners, labels.dim() == 2)
     out = out or _default_out(checkpoint, state, split)
     temperature = float(state.get("temperature", 1.0))
-    threshold = state.get("config", {}).get("run", {}).get("threshold", "youden")
+    own = split == "val" and source == state.get("config", {}).get("data", {}).get("source")
+    threshold = _operating_point(state, checkpoint, threshold, own, temperature)
     unit = "scan" if pre.get("scan") else "image"
     metrics |= clinical_outputs(
         logits, labels, classes, out, split, threshold=threshold, temperature=temperature, unit=unit
@@ -75,9 +88,11 @@ def split_loader(
     data: str | None = None,
     batch_size: int = 256,
     workers: int | None = None,
+    run_dir: Path | None = None,
 ):
     """(loader, source, split): batches of a checkpoint's held-out split (or of `data`),
-    preprocessed as the checkpoint says. `split` None picks the run's own held-out split."""
+    preprocessed as the checkpoint says. `split` None picks the run's own held-out split.
+    With `run_dir`, a split drawn by group must equal the run's splits.json."""
     data_cfg = state.get("config", {}).get("data", {})
     source = data or data_cfg.get("source")
     if not source:
@@ -93,7 +108,51 @@ def split_loader(
         workers=workers,
         data_cfg=data_cfg if source == data_cfg.get("source") else None,
     )
+    _check_same_split(getattr(loader, "split_record", None), run_dir)
     return loader, source, split
+
+
+def _operating_point(state, checkpoint, threshold, own_val: bool, temperature: float):
+    """The threshold to report sensitivity / specificity at: `threshold`, else the run's. A
+    Youden's point is picked on the data evaluated only for the run's own validation split;
+    on anything else it is the run's validation threshold (binary runs, from its
+    val_clinical.json), carried to the calibrated scale when a temperature was fitted since."""
+    threshold = threshold or state.get("config", {}).get("run", {}).get("threshold", "youden")
+    if str(threshold).lower() != "youden" or own_val:
+        return threshold
+    run_dir = _run_dir(checkpoint)
+    saved = run_dir / "val_clinical.json" if run_dir is not None else None
+    if saved is None or not saved.exists():
+        return "youden"
+    report = json.loads(saved.read_text())
+    entries = list(report.get("classes", {}).values())
+    if report.get("task") != "binary" or not entries or entries[0].get("threshold") is None:
+        return "youden"
+    t = min(max(float(entries[0]["threshold"]), 1e-12), 1 - 1e-12)
+    raw = math.log(t / (1 - t)) * float(report.get("temperature", 1.0))  # the logit margin
+    return 1 / (1 + math.exp(-raw / temperature))
+
+
+def _run_dir(checkpoint) -> Path | None:
+    """The run folder of one checkpoint (None for a list of them)."""
+    if isinstance(checkpoint, list | tuple):
+        return None
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
+
+
+def _check_same_split(record: dict | None, run_dir: Path | None) -> None:
+    """Refuses a split by group drawn now that differs from the run's own (splits.json): other
+    data, or another $RESNET_GROUP_SALT, would mix training patients into validation."""
+    saved = run_dir / "splits.json" if run_dir is not None else None
+    if record is None or saved is None or not saved.exists():
+        return
+    run = json.loads(saved.read_text())
+    if (run.get("train"), run.get("val")) != (record["train"], record["val"]):
+        raise ResNetError(
+            f"the split drawn now differs from the run's {saved}: were the data or "
+            "$RESNET_GROUP_SALT changed? Evaluating it would mix training patients into it"
+        )
 
 
 def _record(
