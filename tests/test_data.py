@@ -395,3 +395,17 @@ def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
     assert torch.equal(views[0], ~views[1]) and torch.equal(views[1], ~views[2])
     with pytest.raises(ValueError, match="alternate_flip needs flips"):
         DataConfig(augment="none", alternate_flip=True)
+
+
+def test_adopting_bgr_weights_reverses_in_memory_channels():
+    from resnet.data import DataBundle, Split, make_preprocessing
+
+    raw = torch.rand(4, 3, 8, 8)
+    pre = make_preprocessing(3, (8, 8), [0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
+    m, s = torch.tensor(pre["mean"]).view(1, 3, 1, 1), torch.tensor(pre["std"]).view(1, 3, 1, 1)
+    bundle = DataBundle("x", ["a"], pre, Split(torch.zeros(4), (raw - m) / s), None, None)
+    bgr = dict(make_preprocessing(3, (8, 8), [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]), channel_order="bgr")
+    bundle.set_preprocessing(bgr)
+    expected = (raw.flip(1) - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / 0.5
+    assert torch.allclose(bundle.train.images, expected, atol=1e-6)
+    assert bundle.preprocessing["channel_order"] == "bgr"

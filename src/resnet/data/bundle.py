@@ -66,8 +66,8 @@ class DataBundle:
     def set_preprocessing(self, pre: dict) -> None:
         """Adopts another normalisation (pretrained weights' mean/std).
 
-        In-memory tensors are renormalised in place and keep their size; streamed data takes
-        `pre` whole.
+        In-memory tensors are renormalised in place and keep their size (and their channels
+        are reversed when the weights want BGR input); streamed data takes `pre` whole.
         """
         old = self.preprocessing
         if self.in_memory:
@@ -75,9 +75,13 @@ class DataBundle:
             c = len(old["mean"])
             m0, s0 = (torch.tensor(old[k]).view(1, c, 1, 1) for k in ("mean", "std"))
             m1, s1 = (torch.tensor(pre[k]).view(1, c, 1, 1) for k in ("mean", "std"))
+            order = [p.get("channel_order") or "rgb" for p in (old, pre)]
             for s in (self.train, self.val, self.test):
                 if s is not None and s.images is not None:
-                    s.images.mul_(s0).add_(m0).sub_(m1).div_(s1)
+                    s.images.mul_(s0).add_(m0)
+                    if order[0] != order[1] and c == 3:
+                        s.images = s.images.flip(1).contiguous()
+                    s.images.sub_(m1).div_(s1)
         self.preprocessing = pre
 
     def to(self, device) -> None:

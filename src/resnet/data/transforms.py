@@ -42,15 +42,42 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return images.float().div_(255.0 if images.dtype == torch.uint8 else 1.0).sub_(m).div_(s)
 
 
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+class ToModelInput(torch.nn.Module):
+    """RGB in [0, 1] -> the weights' input: channels put in the order they want, then normalised.
+
+    A preprocessing dict with "channel_order": "bgr" (Caffe-trained weights, Keras' v1 ResNets)
+    flips RGB to BGR first; its mean/std are then in BGR order. The one place the flag is read:
+    the eval and training transforms both end here.
+    """
+
+    def __init__(self, pre: dict):
+        super().__init__()
+        order = str(pre.get("channel_order") or "rgb").lower()
+        if order not in CHANNEL_ORDERS:
+            raise ValueError(
+                f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, not {order!r}"
+            )
+        self.bgr = order == "bgr"
+        self.normalize = v2.Normalize(pre["mean"], pre["std"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` [..., C, H, W] reordered (BGR weights) and normalised."""
+        return self.normalize(x.flip(-3) if self.bgr else x)
+
+
 class EvalTransform:
-    """Float [C, H, W] in [0, 1] -> the model's input: resize (+ centre crop) to size, normalise."""
+    """Float [C, H, W] in [0, 1] -> the model's input: resize (+ centre crop) to size, normalise
+    (in the channel order the weights want, `ToModelInput`)."""
 
     def __init__(self, pre: dict):
         self.size = tuple(pre["size"])
         self.resize = pre.get("resize")
         self.crop = pre.get("crop")
         self.interpolation = v2.InterpolationMode(pre.get("interpolation") or "bilinear")
-        self.normalize = v2.Normalize(pre["mean"], pre["std"])
+        self.normalize = ToModelInput(pre)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's input for one image or a batch (float, [..., C, H, W])."""
@@ -98,7 +125,7 @@ def train_transform(pre: dict, preset: str, flip: bool = True) -> v2.Compose:
             v2.TrivialAugmentWide(),
             v2.ToDtype(torch.float32, scale=True),
         ]
-    ops.append(v2.Normalize(pre["mean"], pre["std"]))
+    ops.append(ToModelInput(pre))
     if preset in ERASE_P:
         ops.append(v2.RandomErasing(p=ERASE_P[preset]))
     return v2.Compose(ops)

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ResNetError
 from ..models import Weights, get_weights, open_weights, unwrap
+from ..models.catalogue import is_catalogue_spec
 
 FREEZE_MODES = ("none", "backbone", "stages:K")
 HEAD_PREFIXES = ("fc.", "head_drop.")
@@ -192,6 +193,8 @@ def eval_preprocessing_for(
                 out[key] = pre[key]
     if data_preprocessing.get("in_chans", pre.get("in_chans")) == pre.get("in_chans"):
         out["mean"], out["std"] = list(pre["mean"]), list(pre["std"])
+        if "channel_order" in pre:  # BGR weights (Keras v1): their mean/std are in BGR order
+            out["channel_order"] = pre["channel_order"]
     return out
 
 
@@ -206,6 +209,6 @@ def _weights_preprocessing(weights, arch: str | None) -> dict | None:
         cfg = getattr(unwrap(weights), "pretrained_cfg", None) or {}
         return cfg.get("preprocessing")
     spec = str(weights)
-    if spec.split(":", 1)[0].lower() in ("torchvision", "timm"):
+    if is_catalogue_spec(spec):
         return dict(get_weights(spec, arch).preprocessing)
     return open_weights(spec, arch).preprocessing

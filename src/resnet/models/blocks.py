@@ -9,7 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ActFactory, DropPath, NormFactory, act_factory, conv1x1, conv3x3, make_shortcut
+from .layers import (
+    ActFactory,
+    DropPath,
+    NormFactory,
+    act_factory,
+    conv1x1,
+    conv3x3,
+    conv_has_bias,
+    make_shortcut,
+)
 
 _relu = act_factory("relu")  # the papers' activation, when a block is built without `act`
 
@@ -35,6 +44,7 @@ class _Block(nn.Module):
         drop_rate: float = 0.0,
         skip: bool = True,
         dims: int = 2,
+        conv_bias: str = "none",
     ):
         super().__init__()
         if not skip and drop_path > 0:
@@ -51,8 +61,18 @@ class _Block(nn.Module):
         self.conv_stride = 1 if pool_downsample else stride
         stride = self.conv_stride
         out = planes * self.expansion
+        # A post-activation projection feeds a norm; a pre-activation one feeds the sum directly.
         self.downsample = (
-            make_shortcut(shortcut, inplanes, out, stride, norm, not self.preact, dims)
+            make_shortcut(
+                shortcut,
+                inplanes,
+                out,
+                stride,
+                norm,
+                not self.preact,
+                dims,
+                conv_has_bias(conv_bias, normed=not self.preact),
+            )
             if skip
             else None
         )
@@ -100,10 +120,11 @@ class BasicBlock(_Block):
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
         norm, act, dims = kw["norm"], kw.get("act") or _relu, kw.get("dims", 2)
-        self.conv1 = conv3x3(inplanes, planes, stride, dims=dims)
+        bias = conv_has_bias(kw.get("conv_bias", "none"), normed=True)
+        self.conv1 = conv3x3(inplanes, planes, stride, dims=dims, bias=bias)
         self.bn1 = norm(planes)
         self.act1 = act()
-        self.conv2 = conv3x3(planes, planes, dims=dims)
+        self.conv2 = conv3x3(planes, planes, dims=dims, bias=bias)
         self.bn2 = norm(planes)
         self.act2 = act()
 
@@ -135,13 +156,14 @@ class Bottleneck(_Block):
         dims = kw.get("dims", 2)
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
-        self.conv1 = conv1x1(inplanes, width, s1, dims)
+        bias = conv_has_bias(kw.get("conv_bias", "none"), normed=True)
+        self.conv1 = conv1x1(inplanes, width, s1, dims, bias)
         self.bn1 = norm(width)
         self.act1 = act()
-        self.conv2 = conv3x3(width, width, s3, groups, dims)
+        self.conv2 = conv3x3(width, width, s3, groups, dims, bias)
         self.bn2 = norm(width)
         self.act2 = act()
-        self.conv3 = conv1x1(width, planes * self.expansion, dims=dims)
+        self.conv3 = conv1x1(width, planes * self.expansion, dims=dims, bias=bias)
         self.bn3 = norm(planes * self.expansion)
         self.act3 = act()
 
@@ -173,12 +195,15 @@ class PreActBasicBlock(_Block):
         super().__init__(inplanes, planes, stride, **kw)
         stride = self.conv_stride
         norm, act, dims = kw["norm"], kw.get("act") or _relu, kw.get("dims", 2)
+        conv_bias = kw.get("conv_bias", "none")
         self.bn1 = norm(inplanes)
         self.act1 = act()
-        self.conv1 = conv3x3(inplanes, planes, stride, dims=dims)
+        self.conv1 = conv3x3(
+            inplanes, planes, stride, dims=dims, bias=conv_has_bias(conv_bias, normed=True)
+        )
         self.bn2 = norm(planes)
         self.act2 = act()
-        self.conv2 = conv3x3(planes, planes, dims=dims)
+        self.conv2 = conv3x3(planes, planes, dims=dims, bias=conv_has_bias(conv_bias, normed=False))
 
     def last_layer(self) -> nn.Module:
         """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""
@@ -206,15 +231,22 @@ class PreActBottleneck(_Block):
         dims = kw.get("dims", 2)
         width = int(planes * (kw.get("base_width", 64) / 64.0)) * groups
         s1, s3 = (stride, 1) if kw.get("stride_on_1x1", False) else (1, stride)
+        conv_bias = kw.get("conv_bias", "none")
+        inner = conv_has_bias(conv_bias, normed=True)  # conv1, conv2 feed bn2, bn3
         self.bn1 = norm(inplanes)
         self.act1 = act()
-        self.conv1 = conv1x1(inplanes, width, s1, dims)
+        self.conv1 = conv1x1(inplanes, width, s1, dims, inner)
         self.bn2 = norm(width)
         self.act2 = act()
-        self.conv2 = conv3x3(width, width, s3, groups, dims)
+        self.conv2 = conv3x3(width, width, s3, groups, dims, inner)
         self.bn3 = norm(width)
         self.act3 = act()
-        self.conv3 = conv1x1(width, planes * self.expansion, dims=dims)
+        self.conv3 = conv1x1(
+            width,
+            planes * self.expansion,
+            dims=dims,
+            bias=conv_has_bias(conv_bias, normed=False),  # feeds the sum
+        )
 
     def last_layer(self) -> nn.Module:
         """The layer `zero_init_last` zeroes: the last norm (post-act) or conv (pre-act)."""

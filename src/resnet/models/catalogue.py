@@ -1,7 +1,7 @@
 """The catalogue of known pretrained weights: the typed `Weights` record and its entries.
 
-Data only: torchvision's and timm's ResNet weights (where they are downloaded from, their hash,
-eval preprocessing, accuracy, recipe and licence) and the look-ups `list_weights` and
+Data only: torchvision's, timm's and Keras' ResNet weights (where they are downloaded from, their
+hash, eval preprocessing, accuracy, recipe and licence) and the look-ups `list_weights` and
 `get_weights`. Downloading and reading the files is `weight_files`; loading them is `loading`.
 """
 
@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ResNetError
-from ..normalization import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from ..normalization import (
+    CAFFE_BGR_MEAN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+)
 
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 INCEPTION = (INCEPTION_MEAN, INCEPTION_STD)
 FASHION_MNIST = "fashion-mnist"
+SOURCES = ("torchvision", "timm", "keras")  # the catalogue's prefixes: "torchvision:TAG", ...
 
 
 @dataclass(frozen=True)
@@ -26,19 +33,23 @@ class Weights:
     """One known set of weights: where it comes from, how to check it, how to feed it.
 
     Attributes:
-        name: the spec string, e.g. "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k".
+        name: the spec string, e.g. "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k",
+            "keras:resnet50".
         arch: the registered model these weights fit.
-        source: "torchvision" or "timm".
+        source: "torchvision", "timm" or "keras".
         url: where the file is downloaded from.
         filename: the file's name in the cache (`$RESNET_CACHE/<source>/<filename>`).
         sha256: the SHA-256 hex digest, or the prefix of it the publisher records (torchvision
             records the first 8 hex digits in the file name and checks only those); None where no
             hash is published (timm's Hugging Face files): the first download's hash is then kept
-            beside the file and later loads are checked against it.
+            beside the file and later loads are checked against it. "md5:<32 hex digits>" where the
+            publisher gives only an MD5 (Keras): checked in full, never as a prefix.
         num_classes: outputs of the classifier the weights carry.
         categories: "imagenet-1k" (names from torchvision, resolved by `classes()`) or names.
         preprocessing: the eval transform: {"in_chans", "size": [H, W], "mean", "std", "resize",
-            "crop", "interpolation"}; resize is the shorter side before the centre crop.
+            "crop", "interpolation"}; resize is the shorter side before the centre crop. Weights
+            that want BGR input add "channel_order": "bgr" (the transform flips RGB first; mean
+            and std are then in BGR order). mean/std apply to [0, 1] pixels.
         top1, top5: ImageNet-1k accuracy (%) the publisher reports at that transform (None: not
             recorded here).
         recipe: where the training recipe is described.
@@ -91,6 +102,21 @@ def _pre(size: int, resize: int, interpolation: str, norm=IMAGENET) -> dict:
         "crop": size,
         "interpolation": interpolation,
     }
+
+
+def keras_preprocessing(v2: bool) -> dict:
+    """The eval transform Keras' ResNets expect, as [0, 1]-pixel mean/std.
+
+    v1 ("caffe": `keras.applications.resnet.preprocess_input`): RGB -> BGR, minus the Caffe mean
+    on 0-255 values, no scaling: mean = CAFFE_BGR_MEAN / 255, std = 1 / 255, at 224 px.
+    v2 ("tf": `resnet_v2.preprocess_input`): x / 127.5 - 1, i.e. mean = std = 0.5, at 299 px, the
+    size keras-applications reports their accuracy at. Resize: a 0.875 centre crop (the README
+    says "single center crop" without the fraction; 0.875 is the usual one).
+    """
+    if v2:
+        return _pre(299, math.floor(299 / 0.875), "bilinear", INCEPTION)
+    caffe = (tuple(m / 255.0 for m in CAFFE_BGR_MEAN), (1.0 / 255.0,) * 3)
+    return _pre(224, 256, "bilinear", caffe) | {"channel_order": "bgr"}
 
 
 # torchvision/models/resnet.py (torchvision 0.29.1): arch, tag, file, acc@1, acc@5, eval resize
@@ -291,6 +317,24 @@ _TIMM = (
     ("wide_resnet101_2", "tv_in1k", 224, 0.875, LINEAR, IMAGENET, BSD, None),
 )
 _TIMM_TOP1 = {"resnet50.a1_in1k": 80.4}
+
+# keras/src/applications/resnet.py (keras 3.15): the files Keras downloads for
+# `weights="imagenet"` with the classifier, and the MD5 it checks them with (the first of its two
+# WEIGHTS_HASHES; the second is the _notop file's). Keras publishes no SHA-256. Accuracy: the
+# keras-applications README (single centre crop; v1 at 224 px, v2 at 299 px).
+_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_KERAS = (
+    ("resnet50", "2cb95161c43110f7111970584f804107", 74.928, 92.060),
+    ("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", 76.420, 92.786),
+    ("resnet152", "100835be76be38e30d865e96f2aaae62", 76.604, 93.118),
+    ("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0", 75.960, 93.034),
+    ("resnet101v2", "6343647c601c52e1368623803854d971", 77.234, 93.816),
+    ("resnet152v2", "a49b44d1979771252814e80f8ec446f9", 78.032, 94.162),
+)
+_KERAS_RECIPE = {
+    False: "He+ 2015's Caffe models, ported by keras-applications (caffe preprocessing)",
+    True: "keras-applications ResNetV2 (inception preprocessing, [-1, 1])",
+}
 _TIMM_RECIPE = {
     "a1": "arXiv:2110.00476 (ResNet strikes back, A1)",
     "a2": "arXiv:2110.00476 (A2)",
@@ -349,9 +393,33 @@ def _timm_entries() -> dict[str, Weights]:
     return table
 
 
+def _keras_entries() -> dict[str, Weights]:
+    table: dict[str, Weights] = {}
+    for key, md5, top1, top5 in _KERAS:
+        v2 = key.endswith("v2")
+        filename = f"{key}_weights_tf_dim_ordering_tf_kernels.h5"
+        table[f"keras:{key}"] = Weights(
+            name=f"keras:{key}",
+            arch=f"keras_{key}",
+            source="keras",
+            url=_KERAS_URL + filename,
+            filename=filename,
+            sha256=f"md5:{md5}",
+            num_classes=1000,
+            categories="imagenet-1k",
+            preprocessing=keras_preprocessing(v2),
+            top1=top1,
+            top5=top5,
+            recipe=_KERAS_RECIPE[v2],
+            licence="MIT (keras-applications)",
+        )
+    return table
+
+
 def _build_catalogue() -> tuple[dict[str, Weights], dict[str, str]]:
     table, defaults = _torchvision_entries()
     table.update(_timm_entries())
+    table.update(_keras_entries())
     return table, defaults
 
 
@@ -368,22 +436,41 @@ def list_weights(pattern: str = "*") -> list[str]:
     return [n for n in WEIGHTS if fnmatch.fnmatchcase(n, pattern)]
 
 
+def is_catalogue_spec(spec: str) -> bool:
+    """True when `spec` names catalogued weights ("torchvision:...", "timm:...", "keras:...")."""
+    return spec.split(":", 1)[0].strip().lower() in SOURCES
+
+
+def _keras_weights(spec: str, tag: str, arch: str | None) -> Weights:
+    """The Keras entry "keras:resnet50" names, checked against the model it goes into."""
+    name = f"keras:{tag.strip().lower()}"
+    if name not in WEIGHTS:
+        known = ", ".join(n.split(":", 1)[1] for n in list_weights("keras:*"))
+        raise ResNetError(f"unknown weights {spec!r}; Keras has {known}")
+    w = WEIGHTS[name]
+    if arch and arch != w.arch:
+        raise ResNetError(f"{name} are weights for {w.arch}, not for {arch}")
+    return w
+
+
 def get_weights(spec: str, arch: str | None = None) -> Weights:
     """The catalogue entry a spec names.
 
     Args:
         spec: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT" (needs `arch`),
-            "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k", or "timm:a1_in1k"
-            (needs `arch`).
+            "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k", "timm:a1_in1k"
+            (needs `arch`), or "keras:resnet50" (Keras' names: resnet50 ... resnet152v2).
         arch: the model the weights are for.
     """
     source, _, tag = spec.partition(":")
     source = source.strip().lower()
-    if source not in ("torchvision", "timm") or not tag:
+    if source not in SOURCES or not tag:
         raise ResNetError(
-            f"unknown weights {spec!r}: use torchvision:TAG, timm:ARCH.TAG, a file "
+            f"unknown weights {spec!r}: use torchvision:TAG, timm:ARCH.TAG, keras:NAME, a file "
             f"path or {FASHION_MNIST!r}"
         )
+    if source == "keras":
+        return _keras_weights(spec, tag, arch)
     if "." in tag and not tag.startswith("ResNet"):
         tag_arch, tag = tag.split(".", 1)
     elif "_Weights." in tag:  # torchvision's own spelling, ResNet50_Weights.IMAGENET1K_V2

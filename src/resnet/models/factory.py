@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ResNetError
-from .catalogue import get_weights
+from .catalogue import get_weights, is_catalogue_spec
 from .loading import load_weights, pretrained_cfg
 from .registry import build, check_options, get_entry, model_for_spec, spec_from_dict, variant_spec
 from .resnet import ResNet
@@ -37,11 +37,12 @@ def create(
         in_chans: input channels; defaults to the weights' (else 3). Other counts than the
             weights' adapt the first conv (1 channel: the RGB kernels summed).
         skip: False gives the plain twin (the same layers, no shortcuts).
-        shortcut: override the shortcut kind ("A", "B", "D").
+        shortcut: override the shortcut kind ("A", "B", "D", "S").
         weights: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT", "timm:resnet50.a1_in1k",
-            "fashion-mnist" (shipped), or a .pth/.pt/.safetensors path; see
-            `resnet.models.catalogue`. The model then carries `pretrained_cfg` (classes,
-            preprocessing, source) and `weights_report` (what was loaded and adapted).
+            "keras:resnet50", "fashion-mnist" (shipped), or a .pth/.pt/.safetensors path or a
+            Keras .h5/.weights.h5/.keras file; see `resnet.models.catalogue`. The model then
+            carries `pretrained_cfg` (classes, preprocessing, source) and `weights_report` (what
+            was loaded and adapted).
         **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
             block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
     """
@@ -71,7 +72,7 @@ def model_from_weights(spec: str | os.PathLike, **overrides) -> ResNet:
     which model it is. Returns the model in eval mode with `pretrained_cfg` attached.
     """
     spec_s = os.fspath(spec)
-    if spec_s.split(":", 1)[0].lower() in ("torchvision", "timm"):
+    if is_catalogue_spec(spec_s):
         return create(get_weights(spec_s).arch, weights=spec_s, **overrides).eval()
     src = open_weights(spec_s)
     if "spec" not in src.meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -22,13 +23,31 @@ def group_count(channels: int) -> int:
     return math.gcd(32, max(1, channels // 2))
 
 
-def norm_factory(kind: str, dims: int = 2) -> NormFactory:
-    """Returns a function `channels -> norm module` for `kind` in NORMS (3-D: BatchNorm3d)."""
+def norm_factory(kind: str, dims: int = 2, eps: float = 1e-5) -> NormFactory:
+    """Returns a function `channels -> norm module` for `kind` in NORMS (3-D: BatchNorm3d).
+
+    `eps` is PyTorch's 1e-5 unless a spec says otherwise (Keras' ResNets use 1.001e-5).
+    """
     if kind == "batch":
-        return nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+        batch_norm = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+        return batch_norm if eps == 1e-5 else functools.partial(batch_norm, eps=eps)
     if kind == "group":
-        return lambda c: nn.GroupNorm(group_count(c), c)
+        return lambda c: nn.GroupNorm(group_count(c), c, eps=eps)
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+CONV_BIASES = ("none", "all", "unnormed")
+
+
+def conv_has_bias(conv_bias: str, normed: bool) -> bool:
+    """Whether a conv gets a bias under a spec's `conv_bias` rule.
+
+    "none": never (each conv feeds a norm that would cancel it; the papers' and torchvision's).
+    "all": every conv (Keras' v1 ResNets). "unnormed": only a conv whose output no norm follows
+    directly (Keras' ResNetV2: a bare stem, a pre-activation block's last conv, projections).
+    `normed` says whether a norm follows this conv directly.
+    """
+    return conv_bias == "all" or (conv_bias == "unnormed" and not normed)
 
 
 def act_factory(kind: str) -> ActFactory:
@@ -84,16 +103,18 @@ class GlobalPool(nn.Module):
         return self.kind
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dims: int = 2) -> nn.Module:
-    """A 3x3 (3-D: 3x3x3) convolution with padding 1 and no bias (a norm layer follows it)."""
+def conv3x3(
+    cin: int, cout: int, stride: int = 1, groups: int = 1, dims: int = 2, bias: bool = False
+) -> nn.Module:
+    """A 3x3 (3-D: 3x3x3) convolution with padding 1; no bias unless asked (a norm follows it)."""
     conv = nn.Conv3d if dims == 3 else nn.Conv2d
-    return conv(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+    return conv(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=bias)
 
 
-def conv1x1(cin: int, cout: int, stride: int = 1, dims: int = 2) -> nn.Module:
-    """A 1x1 (3-D: 1x1x1) convolution with no bias (a norm layer follows it)."""
+def conv1x1(cin: int, cout: int, stride: int = 1, dims: int = 2, bias: bool = False) -> nn.Module:
+    """A 1x1 (3-D: 1x1x1) convolution; no bias unless asked (a norm layer follows it)."""
     conv = nn.Conv3d if dims == 3 else nn.Conv2d
-    return conv(cin, cout, 1, stride=stride, bias=False)
+    return conv(cin, cout, 1, stride=stride, bias=bias)
 
 
 class PadShortcut(nn.Module):
@@ -127,7 +148,7 @@ class PadShortcut(nn.Module):
         return x
 
 
-SHORTCUTS = ("A", "B", "D")
+SHORTCUTS = ("A", "B", "D", "S")
 
 
 def make_shortcut(
@@ -138,26 +159,30 @@ def make_shortcut(
     norm: NormFactory,
     with_norm: bool = True,
     dims: int = 2,
+    bias: bool = False,
 ) -> nn.Module | None:
     """The shortcut of a block whose input and output shapes differ; None when they match.
 
     A: zero-padded identity (no parameters). B: 1x1 projection (+ norm), as in torchvision.
     D: average-pool then 1x1 projection (Bag of Tricks, ResNet-D), so no activation is skipped.
+    S: a projection (as B) where the channels change; where only the resolution does, the input
+    subsampled by the stride (Keras' ResNetV2: a 1x1 max-pool, no parameters).
     Pre-activation blocks project the already normalised input, so they use no norm here.
-    `dims=3` builds the same shortcuts for volumes (N, C, D, H, W).
+    `dims=3` builds the same shortcuts for volumes (N, C, D, H, W); `bias` gives the projection
+    conv a bias (Keras' layouts).
     """
     if stride == 1 and cin == cout:
         return None
-    if kind == "A":
+    if kind == "A" or (kind == "S" and cin == cout):
         return PadShortcut(cin, cout, stride)
-    if kind == "B":
-        layers: list[nn.Module] = [conv1x1(cin, cout, stride, dims)]
+    if kind in ("B", "S"):
+        layers: list[nn.Module] = [conv1x1(cin, cout, stride, dims, bias)]
     elif kind == "D":
         avg = nn.AvgPool3d if dims == 3 else nn.AvgPool2d
         pool: nn.Module = (
             avg(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
         )
-        layers = [pool, conv1x1(cin, cout, dims=dims)]
+        layers = [pool, conv1x1(cin, cout, dims=dims, bias=bias)]
     else:
         raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
     if with_norm:

@@ -87,7 +87,9 @@ def _adapt_stem(state: dict, target: Mapping, report: LoadReport) -> set[str]:
             f"first conv re-initialised (kernel {k_in} in the weights, {k_here} here)"
         )
         del state[stem]
-        return {stem}
+        bias = stem.removesuffix("weight") + "bias"  # Keras' stems have one: it goes too
+        state.pop(bias, None)
+        return {stem, bias}
     if have != want and state[stem].shape[0] == target[stem].shape[0]:
         state[stem] = adapt_input_conv(state[stem], want)
         rule = "summed" if want < have else "repeated and rescaled"

@@ -149,7 +149,7 @@ def build(
         num_classes: classifier outputs; defaults to the paper's (1000 ImageNet, 10 CIFAR).
         in_chans: input channels (default 3).
         skip: False gives the plain twin (the same layers, no shortcuts).
-        shortcut: override the shortcut kind ("A", "B", "D").
+        shortcut: override the shortcut kind ("A", "B", "D", "S").
         **options: ResNet options (small_input, zero_init_residual, drop_path_rate,
             block_dropout, head_dropout, norm, act, global_pool, grad_checkpointing).
     """

@@ -13,9 +13,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import BLOCKS
-from .layers import SHORTCUTS, GlobalPool, act_factory, conv3x3, norm_factory
+from .layers import (
+    CONV_BIASES,
+    SHORTCUTS,
+    GlobalPool,
+    act_factory,
+    conv3x3,
+    conv_has_bias,
+    norm_factory,
+)
 
-STEMS = ("imagenet", "deep", "cifar", "pool")
+STEMS = ("imagenet", "deep", "cifar", "pool", "bare")
 SMALL_STEMS = ("cifar", "pool")  # stride-1 first conv: for 28-64 px images
 BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -74,11 +82,24 @@ def checkpointed_stages(
     return x
 
 
-def _imagenet_conv(in_chans: int, width: int, dims: int) -> nn.Module:
-    """The ImageNet stem's conv: 7x7/2; for volumes 7x7x7 strided (1, 2, 2) (Hara et al. 2018)."""
+def _imagenet_conv(in_chans: int, width: int, dims: int, bias: bool = False) -> nn.Module:
+    """The ImageNet stem's conv: 7x7/2; for volumes 7x7x7 strided (1, 2, 2) (Hara et al. 2018).
+
+    Padding 3 on each side equals Keras' ZeroPadding2D(3) before its unpadded 7x7/2 conv.
+    """
     if dims == 3:
-        return nn.Conv3d(in_chans, width, 7, stride=(1, 2, 2), padding=3, bias=False)
-    return nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
+        return nn.Conv3d(in_chans, width, 7, stride=(1, 2, 2), padding=3, bias=bias)
+    return nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=bias)
+
+
+def _zero_padded_max_pool(dims: int) -> nn.Module:
+    """A 3x3/2 max-pool over one pixel of zero padding (Keras' ZeroPadding2D(1) + MaxPooling2D).
+
+    PyTorch's padded max-pool ignores the border; zeros differ from that wherever a window holds
+    only negative values, which a stem without a ReLU before its pool (the bare stem) produces.
+    """
+    pad = nn.ZeroPad3d(1) if dims == 3 else nn.ZeroPad2d(1)
+    return nn.Sequential(pad, nn.MaxPool3d(3, 2) if dims == 3 else nn.MaxPool2d(3, 2))
 
 
 @dataclass(frozen=True)
@@ -89,11 +110,14 @@ class ResNetSpec:
         block: "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, x4 expansion).
         depths: blocks per stage.
         widths: base width (planes) per stage; a stage outputs `width * expansion` channels.
-        stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D), "cifar" (one 3x3/1)
-            or "pool" (3x3/1 conv, 2x2 max-pool, then BN-ReLU: the first stage at half
-            resolution, a quarter of its cost; used by the speed-run nets).
+        stem: "imagenet" (7x7/2 + max-pool), "deep" (three 3x3, ResNet-C/D), "cifar" (one 3x3/1),
+            "pool" (3x3/1 conv, 2x2 max-pool, then BN-ReLU: the first stage at half
+            resolution, a quarter of its cost; used by the speed-run nets) or "bare" (7x7/2
+            conv, then a 3x3/2 max-pool over zero padding, no norm or activation between: the
+            first pre-activation block normalises; Keras' ResNetV2).
         stem_width: channels out of the stem.
-        shortcut: "A" zero-pad identity, "B" 1x1 projection, "D" avg-pool + projection.
+        shortcut: "A" zero-pad identity, "B" 1x1 projection, "D" avg-pool + projection, "S"
+            projection where the channels change, else subsampling (Keras' ResNetV2).
         groups, base_width: ResNeXt cardinality and width per group (wide nets: base_width 128).
         preact: full pre-activation blocks (He et al. 2016).
         skip: False builds the plain twin: the same layers without any shortcut.
@@ -103,6 +127,12 @@ class ResNetSpec:
         dims: 2 for images (N, C, H, W); 3 for volumes (N, C, D, H, W): the same net with
             Conv3d/BatchNorm3d/MaxPool3d, its ImageNet stem a 7x7x7 conv strided (1, 2, 2) as
             in Hara et al. 2018 (the depth axis keeps its resolution until the max-pool).
+        stride_at: which block of a stage halves the resolution: "first" (the papers': every
+            stage but the first starts strided) or "last" (Keras' ResNetV2: every stage but the
+            last ends strided; the same total reduction, one block earlier).
+        conv_bias: which convs carry a bias: "none" (each feeds a norm; the papers'), "all"
+            (Keras' v1 nets) or "unnormed" (those no norm follows directly; Keras' ResNetV2).
+        norm_eps: the norms' epsilon (PyTorch's 1e-5; Keras' ResNets 1.001e-5).
     """
 
     block: str
@@ -117,6 +147,9 @@ class ResNetSpec:
     skip: bool = True
     stride_on: str = "3x3"
     dims: int = 2
+    stride_at: str = "first"
+    conv_bias: str = "none"
+    norm_eps: float = 1e-5
 
     def __post_init__(self):
         if self.block not in ("basic", "bottleneck"):
@@ -135,6 +168,25 @@ class ResNetSpec:
             raise ValueError("every stage needs at least one block and one channel")
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 (images) or 3 (volumes), not {self.dims!r}")
+        if self.stride_at not in ("first", "last"):
+            raise ValueError(f"stride_at must be 'first' or 'last', not {self.stride_at!r}")
+        if self.conv_bias not in CONV_BIASES:
+            raise ValueError(
+                f"conv_bias must be one of {', '.join(CONV_BIASES)}, not {self.conv_bias!r}"
+            )
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, not {self.norm_eps!r}")
+
+    def block_strides(self) -> list[list[int]]:
+        """Each block's stride, stage by stage (2 where the resolution halves, else 1)."""
+        last = len(self.depths) - 1
+        strides = [[1] * n for n in self.depths]
+        for i, stage in enumerate(strides):
+            if self.stride_at == "first" and i > 0:
+                stage[0] = 2
+            elif self.stride_at == "last" and i < last:
+                stage[-1] = 2
+        return strides
 
     @property
     def expansion(self) -> int:
@@ -163,6 +215,29 @@ class ResNetSpec:
             raise ValueError(f"unknown ResNetSpec fields: {', '.join(sorted(unknown))}")
         d = dict(d, depths=tuple(d["depths"]), widths=tuple(d["widths"]))
         return cls(**d)
+
+
+def _stem_conv(
+    spec: ResNetSpec, in_chans: int, small_input: bool, bias: bool, make_norm, make_act
+) -> nn.Module:
+    """The stem's conv(s): 7x7/2 (3x3/1 with `small_input`), three 3x3 (deep) or one 3x3/1."""
+    sw, dims = spec.stem_width, spec.dims
+    if spec.stem in ("imagenet", "bare"):
+        if small_input:
+            return conv3x3(in_chans, sw, dims=dims, bias=bias)
+        return _imagenet_conv(in_chans, sw, dims, bias)
+    if spec.stem == "deep":
+        half = sw // 2
+        return nn.Sequential(
+            conv3x3(in_chans, half, 1 if small_input else 2, dims=dims, bias=bias),
+            make_norm(half),
+            make_act(),
+            conv3x3(half, half, dims=dims, bias=bias),
+            make_norm(half),
+            make_act(),
+            conv3x3(half, sw, dims=dims, bias=bias),
+        )
+    return conv3x3(in_chans, sw, dims=dims, bias=bias)
 
 
 def _check_options(
@@ -204,6 +279,8 @@ class ResidualClassifier(nn.Module):
                 # The ReLU gain for every activation (GELU/SiLU too), as torchvision and timm do:
                 # each conv is followed by a norm layer, which undoes any scale error of the init.
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:  # Keras' layouts: biases start at zero, as in Keras
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d | nn.GroupNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -299,7 +376,7 @@ class ResNet(ResidualClassifier):
             grad_checkpointing=grad_checkpointing,
         )
         self.grad_checkpointing = grad_checkpointing
-        make_norm = norm_factory(norm, spec.dims)
+        make_norm = norm_factory(norm, spec.dims, spec.norm_eps)
         make_act = act_factory(act)
         reduction = self._build_stem(in_chans, small_input, make_norm, make_act)
         inplanes = self._build_stages(reduction, drop_path_rate, block_dropout, make_norm, make_act)
@@ -308,30 +385,14 @@ class ResNet(ResidualClassifier):
 
     def _build_stem(self, in_chans: int, small_input: bool, make_norm, make_act) -> int:
         """Adds conv1, bn1, act1 and maxpool; returns the stem's total reduction."""
-        # A pre-activation CIFAR net starts with a bare conv: its first block normalises.
+        # A pre-activation CIFAR net and the bare stem start with a conv alone: the first block
+        # normalises.
         spec = self.spec
         sw, dims = spec.stem_width, spec.dims
         stride = 1 if small_input else 2
-        if spec.stem == "imagenet":
-            self.conv1 = (
-                conv3x3(in_chans, sw, dims=dims)
-                if small_input
-                else _imagenet_conv(in_chans, sw, dims)
-            )
-        elif spec.stem == "deep":
-            half = sw // 2
-            self.conv1 = nn.Sequential(
-                conv3x3(in_chans, half, stride, dims=dims),
-                make_norm(half),
-                make_act(),
-                conv3x3(half, half, dims=dims),
-                make_norm(half),
-                make_act(),
-                conv3x3(half, sw, dims=dims),
-            )
-        else:
-            self.conv1 = conv3x3(in_chans, sw, dims=dims)
-        bare_stem = spec.preact and spec.stem == "cifar"
+        bare_stem = spec.stem == "bare" or (spec.preact and spec.stem == "cifar")
+        bias = conv_has_bias(spec.conv_bias, normed=not bare_stem)
+        self.conv1 = _stem_conv(spec, in_chans, small_input, bias, make_norm, make_act)
         self.bn1 = nn.Identity() if bare_stem else make_norm(sw)
         self.act1 = nn.Identity() if bare_stem else make_act()
         has_pool = spec.stem != "cifar" and not small_input
@@ -341,6 +402,8 @@ class ResNet(ResidualClassifier):
         max_pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
         if spec.stem == "pool":
             self.maxpool = max_pool(2)
+        elif spec.stem == "bare" and has_pool:
+            self.maxpool = _zero_padded_max_pool(dims)
         else:
             self.maxpool = max_pool(3, 2, 1) if has_pool else nn.Identity()
         reduction = {"cifar": 1, "pool": 2}.get(spec.stem, stride)
@@ -359,16 +422,15 @@ class ResNet(ResidualClassifier):
         index = 0
         inplanes = spec.stem_width
         self.stage_names = []
-        for i, (n, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
-            stage_stride = 1 if i == 0 else 2
+        for i, (strides, width) in enumerate(zip(spec.block_strides(), spec.widths, strict=True)):
             blocks = []
-            for j in range(n):
+            for stride in strides:
                 rate = drop_path_rate * index / max(total - 1, 1)
                 blocks.append(
                     block(
                         inplanes,
                         width,
-                        stage_stride if j == 0 else 1,
+                        stride,
                         norm=make_norm,
                         act=make_act,
                         shortcut=spec.shortcut,
@@ -380,6 +442,7 @@ class ResNet(ResidualClassifier):
                         drop_rate=block_dropout,
                         skip=spec.skip,
                         dims=spec.dims,
+                        conv_bias=spec.conv_bias,
                     )
                 )
                 inplanes = width * block.expansion
@@ -387,7 +450,7 @@ class ResNet(ResidualClassifier):
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
-            reduction *= stage_stride
+            reduction *= math.prod(strides)
             self.feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
         if len(spec.depths) == 3:
             self.layer4 = nn.Identity()  # CIFAR-style nets have three stages; no parameters here.

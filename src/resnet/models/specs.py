@@ -19,6 +19,8 @@ HE2019 = "He+ 2019 Bag of Tricks (ResNet-D), arXiv:1812.01187"
 TORCHVISION = "He+ 2015, v1.5 (stride on 3x3, torchvision)"
 HARA2018 = "Hara+ 2018 3D ResNets, arXiv:1711.09577 (MONAI/MedicalNet resnet)"
 TRAN2018 = "Tran+ 2018 R(2+1)D, arXiv:1711.11248 (torchvision video)"
+KERAS_V1 = "He+ 2015 v1 as Keras applications build it (keras.applications.ResNet50)"
+KERAS_V2 = "He+ 2016 pre-activation as Keras applications build it (ResNet50V2)"
 
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
@@ -94,6 +96,35 @@ for d in (50, 101):
         "wide",
         ZAGORUYKO2016,
     )
+
+# Keras' applications (keras/src/applications/resnet.py, resnet_v2.py), so their .h5/.keras
+# weights load one to one (`keras_weights`). BatchNorm eps 1.001e-5 everywhere. The conv biases
+# stay parameters rather than being folded into the next BatchNorm's running mean (exact only in
+# eval): that keeps Keras' parameter counts and makes fine-tuning behave as in Keras.
+KERAS_EPS = 1.001e-5
+# v1 (ResNet50/101/152): the 2015 paper's bottleneck (stride on the first 1x1) with a bias on
+# every conv; Keras' zero-padded stem pool equals ours, since it pools after a ReLU.
+for d in (50, 101, 152):
+    block, depths = IMAGENET_DEPTHS[d]
+    spec = _imagenet(block, depths, stride_on="1x1", conv_bias="all", norm_eps=KERAS_EPS)
+    _add(f"keras_resnet{d}", spec, "keras", KERAS_V1)
+# ResNetV2: pre-activation bottlenecks striding their 3x3 in the last block of each stage but the
+# last; a bare 7x7/2 stem (bias, no norm) and a zero-padded pool; projections only where the
+# channels change (the first block), a 1x1 max-pool on a strided block; biases where no norm
+# follows (stem, each block's last conv, projections); a final norm-ReLU before the pool.
+for d in (50, 101, 152):
+    block, depths = IMAGENET_DEPTHS[d]
+    spec = _imagenet(
+        block,
+        depths,
+        preact=True,
+        stem="bare",
+        shortcut="S",
+        stride_at="last",
+        conv_bias="unnormed",
+        norm_eps=KERAS_EPS,
+    )
+    _add(f"keras_resnet{d}v2", spec, "keras_v2", KERAS_V2)
 
 # CIFAR family (paper section 4.2): 6n+2 layers, widths 16/32/64, option-A shortcuts.
 for n in (3, 5, 7, 9, 18, 200):

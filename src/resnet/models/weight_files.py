@@ -1,5 +1,5 @@
 """Weight files: download with a SHA-256 check into the cache, the files shipped in the package,
-and reading any of them as tensors only (safetensors, .pth/.pt, our checkpoints).
+and reading any of them as tensors only (safetensors, .pth/.pt, our checkpoints, Keras files).
 
 `open_weights(spec)` turns a spec (a catalogue name, a path, a URL, a shipped name or a
 state_dict) into a `WeightsSource`: the state_dict with its prefixes stripped, plus what the file
@@ -24,7 +24,8 @@ import torch
 
 from ..errors import ResNetError
 from ..storage import sha256_file, torch_load_safe
-from .catalogue import FASHION_MNIST, Weights, cache_dir, get_weights
+from .catalogue import FASHION_MNIST, Weights, cache_dir, get_weights, is_catalogue_spec
+from .keras_weights import is_keras_file, read_keras_weights
 
 log = logging.getLogger("resnet.weights")
 
@@ -40,8 +41,33 @@ _WRAPPED_STATE = ("model", "state_dict", "model_state_dict", "model_ema", "state
 # Download and cache.
 
 
-def _hash_ok(digest: str, expected: str | None) -> bool:
-    return expected is None or digest.startswith(expected.lower())
+# Hashes are SHA-256 (full, or the prefix a publisher records: torchvision's 8 digits). MD5 is
+# accepted only where a catalogue entry says so explicitly ("md5:<hex>", for Keras, which
+# publishes nothing stronger) and only as the full 32-digit digest: a bare hex string is always
+# SHA-256, so the SHA-256 path is not weakened by the MD5 one.
+_ALGORITHMS = {"sha256": "SHA-256", "md5": "MD5"}
+
+
+def _hash_spec(expected: str | None) -> tuple[str, str | None]:
+    """`(algorithm, hex digest)` of a catalogue hash: "md5:<hex>" is MD5, anything else SHA-256."""
+    if expected and expected.lower().startswith("md5:"):
+        return "md5", expected[4:].strip().lower()
+    return "sha256", expected.lower() if expected else None
+
+
+def _hash_ok(digest: str, expected: str | None, algorithm: str = "sha256") -> bool:
+    if expected is None:
+        return True
+    if algorithm == "md5":
+        return len(expected) == 32 and digest == expected
+    return digest.startswith(expected)
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    if algorithm == "sha256":
+        return sha256_file(path)
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _stream(url: str, f, h, *, desc: str, progress: bool, timeout: float) -> None:
@@ -73,8 +99,8 @@ def download(
     progress: bool = True,
     timeout: float = 30.0,
 ) -> Path:
-    """Downloads `url` to `dest` with a progress bar, checks its SHA-256 (full or prefix), and
-    renames it into place only when it is complete and right.
+    """Downloads `url` to `dest` with a progress bar, checks its SHA-256 (full or prefix; or the
+    full MD5 for an "md5:<hex>" hash), and renames it into place only when it is complete and right.
 
     Raises:
         ResNetError: one line naming the URL and where to put the file by hand (offline machine,
@@ -83,8 +109,10 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    h = hashlib.sha256()
-    expect = f" (SHA-256 starting {sha256})" if sha256 else ""
+    algorithm, expected = _hash_spec(sha256)
+    label = _ALGORITHMS[algorithm]
+    h = hashlib.new(algorithm)
+    expect = f" ({label} {'' if algorithm == 'md5' else 'starting '}{expected})" if expected else ""
     try:
         try:
             with os.fdopen(fd, "wb") as f:
@@ -96,10 +124,10 @@ def download(
                 f"put that file{expect} at {dest}"
             ) from None
         digest = h.hexdigest()
-        if not _hash_ok(digest, sha256):
+        if not _hash_ok(digest, expected, algorithm):
             raise ResNetError(
-                f"SHA-256 mismatch for {url}: got {digest[:16]}..., expected "
-                f"{sha256}...; the download is corrupt or the file changed: put the "
+                f"{label} mismatch for {url}: got {digest[:16]}..., expected "
+                f"{expected}...; the download is corrupt or the file changed: put the "
                 f"right file at {dest}"
             )
         os.replace(tmp, dest)
@@ -108,7 +136,7 @@ def download(
         raise
     if sha256 is None:  # nothing published: remember this file's hash, check it on later loads
         Path(f"{dest}.sha256").write_text(digest + "\n")
-    log.info("downloaded %s -> %s (sha256 %s)", url, dest, digest)
+    log.info("downloaded %s -> %s (%s %s)", url, dest, algorithm, digest)
     return dest
 
 
@@ -121,11 +149,13 @@ def fetch(w: Weights, *, root: str | os.PathLike | None = None, progress: bool =
             path = hub
     if path.exists():
         recorded = Path(f"{path}.sha256")
-        expected = w.sha256 or (recorded.read_text().strip() if recorded.exists() else None)
-        digest = sha256_file(path)
-        if not _hash_ok(digest, expected):
+        algorithm, expected = _hash_spec(
+            w.sha256 or (recorded.read_text().strip() if recorded.exists() else None)
+        )
+        digest = _file_digest(path, algorithm)
+        if not _hash_ok(digest, expected, algorithm):
             raise ResNetError(
-                f"{path}: SHA-256 {digest[:16]}... does not match {expected}... "
+                f"{path}: {_ALGORITHMS[algorithm]} {digest[:16]}... does not match {expected}... "
                 f"expected for {w.name}; delete it or replace it with {w.url}"
             )
         return path
@@ -163,8 +193,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """`(state_dict, meta)` from a .safetensors, .pth/.pt file or one of our checkpoints.
+def read_weights_file(
+    path: str | os.PathLike, arch: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """`(state_dict, meta)` from a .safetensors, .pth/.pt file, one of our checkpoints, or a Keras
+    file (.h5, .weights.h5, .keras: `keras_weights`, mapped onto `arch` or the net it holds).
 
     Only tensors and plain data are read (safetensors or `torch.load(weights_only=True)`); a file
     holding pickled code, a truncated file or an unknown layout gives a one-line ResNetError.
@@ -175,6 +208,8 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise ResNetError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    if is_keras_file(path):
+        return read_keras_weights(path, arch)
     meta: dict = {}
     obj = torch_load_safe(path, "weights file")
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -317,7 +352,8 @@ def _local_file(spec: str, arch: str | None, root, progress: bool) -> Path:
     if not is_shipped_spec(spec):
         raise ResNetError(
             f"weights {spec!r}: no such file, nor a known spec (torchvision:TAG, "
-            f"timm:ARCH.TAG, {FASHION_MNIST}, or a .pth/.pt/.safetensors path)"
+            f"timm:ARCH.TAG, keras:NAME, {FASHION_MNIST}, or a .pth/.pt/.safetensors/.h5/.keras "
+            "path)"
         )
     return _shipped_path(spec, arch)
 
@@ -333,9 +369,10 @@ def open_weights(
 
     Args:
         source: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT", "timm:resnet50.a1_in1k",
-            "fashion-mnist" (shipped with the package; "fashion-mnist:ARCH" for another shipped
-            model), a local .pth/.pt/.safetensors path (or one of our checkpoints), an
-            http(s)/file URL, or a state_dict.
+            "keras:resnet50", "fashion-mnist" (shipped with the package; "fashion-mnist:ARCH"
+            for another shipped model), a local .pth/.pt/.safetensors path (or one of our
+            checkpoints), a Keras .h5/.weights.h5/.keras file, an http(s)/file URL, or a
+            state_dict.
         arch: the registered model the weights go into (resolves "DEFAULT" and checks the match).
         root: the cache folder (default `cache_dir()`).
         progress: show a download progress bar.
@@ -345,13 +382,13 @@ def open_weights(
         return WeightsSource("state_dict", state, {"prefixes": prefixes})
     spec = os.fspath(source)
     info = None
-    if spec.split(":", 1)[0].lower() in ("torchvision", "timm"):
+    if is_catalogue_spec(spec):
         info = get_weights(spec, arch)
         path = fetch(info, root=root, progress=progress)
         spec = info.name
     else:
         path = _local_file(spec, arch, root, progress)
-    state, meta = read_weights_file(path)
+    state, meta = read_weights_file(path, arch or (info.arch if info else None))
     state, prefixes = strip_prefixes(state)
     meta["prefixes"] = prefixes
     return WeightsSource(spec, state, meta, info, path)
