@@ -143,3 +143,16 @@ def test_update_checkpoint_killed_mid_write_keeps_the_old_file(run, monkeypatch)
     assert load_checkpoint(path)["temperature"] == 2.0
     with pytest.raises(ResNetError, match="not found"):
         update_checkpoint(run / "missing.pt", temperature=1.0)
+
+
+def test_an_export_of_a_calibrated_run_keeps_its_temperature(run):
+    from resnet.engine.inference import TorchClassifier
+    from resnet.export import export_checkpoint, load_classifier
+
+    t = calibrate(run, device="cpu", progress=False)["temperature"]
+    result = export_checkpoint(run / "best.pt", "onnx", run / "m.onnx", num_images=4)
+    assert result.metadata["temperature"] == pytest.approx(t)
+    onnx, eager = load_classifier(run / "m.onnx"), TorchClassifier.from_checkpoint(run)
+    x = torch.randn(3, *([eager.preprocessing["in_chans"], *eager.preprocessing["size"]]))
+    assert onnx.temperature == pytest.approx(t) and eager.temperature == pytest.approx(t)
+    assert torch.allclose(onnx(x), eager(x), atol=1e-3)  # both calibrated, not raw logits

@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="CPU threads for PyTorch and ONNX Runtime (default: torch's, which "
+        help="CPU threads for PyTorch, ONNX Runtime and OpenVINO (default: torch's, which "
         "follows OMP_NUM_THREADS)",
     )
     p.add_argument(

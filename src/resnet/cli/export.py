@@ -1,4 +1,5 @@
-"""`resnet export CHECKPOINT --format onnx|torchscript|exported-program`: export + parity check."""
+"""`resnet export CHECKPOINT --format onnx|torchscript|exported-program|openvino`: export + parity
+check."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ def add_parser(sub) -> None:
     """Adds `resnet export` to the sub-command parsers `sub`."""
     p = sub.add_parser(
         "export",
-        help="export a checkpoint (ONNX, TorchScript, ExportedProgram), parity-checked",
+        help="export a checkpoint (ONNX, TorchScript, ExportedProgram, OpenVINO IR), "
+        "parity-checked",
         description="Writes the model with its class names and preprocessing in the file's "
         "metadata, after checking on real images that the exported model's logits match the "
         "eager model's (max |diff|, top-1 agreement). A parity failure writes nothing and exits 2.",
     )
     p.add_argument("checkpoint", help="a resnet checkpoint (.pt), run folder or ensemble folder")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
-    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument(
+        "--out",
+        help="output file (default: beside the checkpoint; OpenVINO: the .xml, its .bin beside it)",
+    )
     p.add_argument(
         "--dynamic-batch",
         action=argparse.BooleanOptionalAction,
@@ -43,8 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="ONNX only: static int8 quantization calibrated on training images; "
-        "parity = top-1 agreement >= 95 %% on held-out images",
+        help="ONNX (ONNX Runtime static QDQ) or OpenVINO (NNCF): int8 quantization calibrated "
+        "on training images; parity = top-1 agreement >= 95 %% on held-out images",
     )
     p.add_argument(
         "--calibration",
@@ -78,6 +83,7 @@ def run(args) -> int:
             json.dumps(
                 {
                     "path": str(result.path),
+                    "files": [str(p) for p in result.paths],
                     "format": result.format,
                     "size_bytes": result.size_bytes,
                     "parity": result.parity.to_dict(),
@@ -90,8 +96,9 @@ def run(args) -> int:
     else:
         print(result.parity.line())
         batch = "dynamic" if result.metadata["dynamic_batch"] else "fixed at 1"
+        written = " + ".join(str(p) for p in result.paths)
         print(
-            f"wrote {result.path} ({result.format}, {result.size_bytes / 1e6:.1f} MB, batch "
+            f"wrote {written} ({result.format}, {result.size_bytes / 1e6:.1f} MB, batch "
             f"{batch}, {len(result.metadata['classes'])} classes + preprocessing in metadata)"
         )
     return 0

@@ -39,8 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
-        help="torch or onnxruntime (default: the file's own; .onnx runs in onnxruntime)",
+        choices=("torch", "onnxruntime", "openvino"),
+        help="torch, onnxruntime or openvino (default: the file's own; .onnx runs in "
+        "onnxruntime, an OpenVINO .xml in openvino; a checkpoint is exported in memory and "
+        "parity-checked first)",
     )
     p.add_argument(
         "--cam",
@@ -58,8 +60,8 @@ def add_parser(sub) -> None:
 def load_classifier(args):
     """`(classifier, image inputs)` from the parsed arguments.
 
-    Shipped weights (`--weights`), an exported file or `--backend onnxruntime` (through
-    `resnet.export.load_classifier`), or a checkpoint run in PyTorch on `args.device`.
+    Shipped weights (`--weights`), an exported file or `--backend onnxruntime|openvino`
+    (through `resnet.export.load_classifier`), or a checkpoint run in PyTorch on `args.device`.
     """
     if args.weights:
         model = model_from_weights(args.weights)
@@ -71,7 +73,7 @@ def load_classifier(args):
         ), args.inputs
     if len(args.inputs) < 2:
         raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
-    if args.backend == "onnxruntime" or detect_format(args.inputs[0]) != "checkpoint":
+    if args.backend in ("onnxruntime", "openvino") or detect_format(args.inputs[0]) != "checkpoint":
         return load_any(args.inputs[0], backend=args.backend), args.inputs[1:]
     return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
 

@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..engine.checkpoint import load_model
 from ..errors import ResNetError
 from ..models import ResNet, count_macs, create, get_entry
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
-from .fast import COMPUTE_DTYPE, MODES, build, cpu_flags
+from .fast import COMPUTE_DTYPE, MODES, ONNX_BASED, build, cpu_flags
 from .onnx import onnx_bytes, session
 from .samples import (
     fashion_mnist_split,  # noqa: F401  (re-exported for the CLI and benchmarks)
@@ -127,7 +128,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
-        "onnxruntime": _ort_version(),
+        "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
         "bf16_native": cpu_has_bf16(),
         "avx512_vnni": "avx512_vnni" in flags,
         "amx": "amx_tile" in flags,
@@ -135,13 +137,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _ort_version() -> str | None:
-    """ONNX Runtime's version, or None where it is not installed."""
-    try:
-        import onnxruntime  # optional heavy dependency: only its version is wanted here
-
-        return onnxruntime.__version__
-    except ImportError:
+def _version(package: str) -> str | None:
+    """An optional runtime's installed version (ONNX Runtime, OpenVINO), or None."""
+    try:  # read from the package metadata: importing the runtime only for this costs seconds
+        return version(package)
+    except PackageNotFoundError:
         return None
 
 
@@ -420,7 +420,7 @@ def _prepare_modes(
         if anchor_model is not None:
             fn = build(anchor_model, "eager_fp32", example=photos)
         else:
-            if name.startswith("onnxruntime") and onnx_fp32 is None:
+            if name in ONNX_BASED and onnx_fp32 is None:  # one export for ORT and OpenVINO
                 onnx_fp32 = onnx_bytes(s.model, photos[:2], dynamic_batch=True)
             fn = build(
                 s.model,

@@ -1,5 +1,6 @@
 """Fast CPU inference modes: channels_last, bf16 autocast, `torch.compile` with frozen weights,
-ONNX Runtime fp32 and int8. Each mode turns an eager model into a callable batch -> logits."""
+ONNX Runtime fp32 and int8, OpenVINO fp32 and int8 (NNCF). Each mode turns an eager model into a
+callable batch -> logits."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch._inductor.config as inductor_config
 from ..device import cpu_has_bf16
 from ..errors import ResNetError
 from . import onnx as onnx_export
+from . import openvino as openvino_export
 from .quantize import quantize_onnx
 
 MODES = (
@@ -23,7 +25,11 @@ MODES = (
     "compile_bf16",
     "onnxruntime_fp32",
     "onnxruntime_int8",
+    "openvino_fp32",
+    "openvino_int8",
 )
+# Modes that run an ONNX export of the model (OpenVINO converts it to its IR).
+ONNX_BASED = ("onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8")
 # The numeric type each mode computes in (for the fraction of the matching matmul peak).
 COMPUTE_DTYPE = {
     "eager_fp32": "fp32",
@@ -32,6 +38,8 @@ COMPUTE_DTYPE = {
     "compile_bf16": "bf16",
     "onnxruntime_fp32": "fp32",
     "onnxruntime_int8": "int8",
+    "openvino_fp32": "fp32",
+    "openvino_int8": "int8",
 }
 
 
@@ -90,8 +98,9 @@ def build(
         model: the eager network.
         mode: one of MODES.
         example: an input batch (ONNX export traces with it).
-        calibration: preprocessed training images, needed by "onnxruntime_int8".
-        threads: ONNX Runtime intra-op threads (PyTorch uses torch.get_num_threads()).
+        calibration: preprocessed training images, needed by the int8 modes.
+        threads: ONNX Runtime intra-op / OpenVINO inference threads (PyTorch uses
+            torch.get_num_threads()).
         onnx_model: an fp32 ONNX export of `model` to reuse (saves exporting twice).
     """
     if mode not in MODES:
@@ -110,10 +119,20 @@ def build(
             compiled = torch.compile(m, dynamic=False)
             return Runner(compiled, mode, channels_last=True, bf16=True, compiled=True)
         return Runner(m, mode, channels_last=True, bf16=mode == "bf16")
+    if mode in ("onnxruntime_int8", "openvino_int8") and (
+        calibration is None or len(calibration) == 0
+    ):
+        raise ResNetError(f"{mode} needs calibration images")
+    if mode.startswith("openvino"):
+        openvino_export.require_openvino()  # before the ONNX export: fail fast when absent
     if onnx_model is None:
         onnx_model = onnx_export.onnx_bytes(model, example[:2], dynamic_batch=True)
+    if mode.startswith("openvino"):
+        ir = openvino_export.ir_bytes(openvino_export.from_onnx(onnx_model))
+        if mode == "openvino_int8":
+            ir = openvino_export.quantize_ir(ir, calibration)
+        compiled = openvino_export.compile_model(openvino_export.read_model(ir), threads)
+        return Runner(openvino_export.OVRunner(compiled), mode)
     if mode == "onnxruntime_int8":
-        if calibration is None or len(calibration) == 0:
-            raise ResNetError("onnxruntime_int8 needs calibration images")
         onnx_model = quantize_onnx(onnx_model, calibration)
     return Runner(onnx_export.OrtRunner(onnx_export.session(onnx_model, threads)), mode)

@@ -1,5 +1,5 @@
-"""`resnet export`'s engine: a checkpoint to ONNX / TorchScript / ExportedProgram, parity-checked
-on real images before the file is written."""
+"""`resnet export`'s engine: a checkpoint to ONNX / TorchScript / ExportedProgram / OpenVINO IR,
+parity-checked on real images before the file is written."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
 from . import onnx as onnx_export
+from . import openvino as openvino_export
 from . import program
 from .metadata import make_metadata
 from .parity import ParityReport, check_parity
@@ -23,12 +24,25 @@ from .quantize import quantize_onnx
 from .samples import calibration_images as calibration_images_of
 from .samples import fashion_mnist_split, real_inputs
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
+FORMATS = ("onnx", "torchscript", "exported-program", "openvino")
+SUFFIXES = {
+    "onnx": ".onnx",
+    "torchscript": ".torchscript.pt",
+    "exported-program": ".pt2",
+    "openvino": ".openvino.xml",  # and its weights beside it: .openvino.bin
+}
 RUNTIMES = {
     "onnx": "onnxruntime",
     "torchscript": "torch.jit.load",
     "exported-program": "torch.export.load",
+    "openvino": "openvino CPU",
+}
+INT8_FORMATS = ("onnx", "openvino")
+INT8_METHODS = {
+    "onnx": "onnxruntime static QDQ, int8 weights per channel, uint8 activations, "
+    "MinMax calibration",
+    "openvino": "NNCF post-training quantization, int8 weights per channel and activations, "
+    "full bias correction, first convolution and classifier kept fp32",
 }
 
 
@@ -37,11 +51,11 @@ class ExportResult:
     """What `export_checkpoint` wrote.
 
     Attributes:
-        path: the written file.
+        path: the written file (an OpenVINO IR's .xml; its .bin lies beside it).
         format: one of FORMATS.
         metadata: what the file carries besides its graph (classes, preprocessing, ...).
         parity: the parity check the export passed before it was written.
-        size_bytes: the file's size.
+        size_bytes: the file's size (an IR's .xml and .bin together).
     """
 
     path: Path
@@ -49,6 +63,13 @@ class ExportResult:
     metadata: dict[str, Any]
     parity: ParityReport
     size_bytes: int
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file written: the one file, or an OpenVINO IR's .xml and .bin."""
+        if self.format == "openvino":
+            return [self.path, openvino_export.weights_path(self.path)]
+        return [self.path]
 
 
 def serialize(
@@ -60,8 +81,15 @@ def serialize(
     opset: int | None = None,
     metadata: dict[str, Any] | None = None,
     exporter: str = "dynamo",
-) -> bytes:
-    """The bytes of `model` exported to `fmt` (one of FORMATS)."""
+) -> bytes | openvino_export.IR:
+    """The bytes of `model` exported to `fmt` (one of FORMATS); an OpenVINO IR is two files,
+    returned as an `IR` (its .xml and .bin bytes), converted from the ONNX export."""
+    if fmt == "openvino":
+        openvino_export.require_openvino()  # before the ONNX export: fail fast when absent
+        onnx_model = onnx_export.onnx_bytes(
+            model, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter
+        )
+        return openvino_export.ir_bytes(openvino_export.from_onnx(onnx_model), metadata)
     if fmt == "onnx":
         return onnx_export.onnx_bytes(
             model,
@@ -81,9 +109,14 @@ def serialize(
 
 
 def load_serialized(
-    fmt: str, data: bytes | str | os.PathLike, threads: int | None = None
+    fmt: str, data: bytes | openvino_export.IR | str | os.PathLike, threads: int | None = None
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
-    """`(callable: input batch -> logits, metadata)` for an exported model's bytes or file."""
+    """`(callable: input batch -> logits, metadata)` for an exported model's bytes or file.
+
+    `threads`: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: all cores).
+    """
+    if fmt == "openvino":
+        return openvino_export.load(data, threads)
     if fmt == "onnx":
         return (
             onnx_export.OrtRunner(onnx_export.session(data, threads)),
@@ -117,11 +150,19 @@ def _check_request(
         raise ResNetError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if num_images < 1:
         raise ResNetError(f"need at least one image for the parity check (got {num_images})")
-    if int8 and fmt != "onnx":
-        raise ResNetError("--int8 needs --format onnx (ONNX Runtime static quantization)")
+    if int8 and fmt not in INT8_FORMATS:
+        raise ResNetError(
+            "--int8 needs --format onnx (ONNX Runtime static quantization) or openvino (NNCF)"
+        )
+    if fmt == "openvino":  # before any work: a missing package or a bad name fails at once
+        openvino_export.require_openvino()
+        if int8:
+            openvino_export.require_nncf()
     path = Path(out) if out else default_output(checkpoint, fmt, int8)
     if path.is_dir():
         raise ResNetError(f"output {path} is a folder")
+    if fmt == "openvino" and path.suffix.lower() != ".xml":
+        raise ResNetError(f"an OpenVINO IR is an .xml + .bin pair: name the output *.xml ({path})")
     return path
 
 
@@ -130,6 +171,7 @@ def _int8_source(
     state: dict[str, Any],
     meta: dict[str, Any],
     calibration_images: int,
+    fmt: str,
 ) -> str | os.PathLike:
     """The int8 calibration source (given, or the checkpoint's data source), noted in `meta`."""
     source = calibration or (state.get("config") or {}).get("data", {}).get("source")
@@ -139,8 +181,7 @@ def _int8_source(
             "fashion-mnist|FOLDER (the checkpoint records no data source)"
         )
     meta["quantization"] = {
-        "method": "onnxruntime static QDQ, int8 weights per channel, "
-        "uint8 activations, MinMax calibration",
+        "method": INT8_METHODS[fmt],
         "calibration": str(source),
         "images": calibration_images,
     }
@@ -167,26 +208,30 @@ def export_checkpoint(
     """Exports a resnet checkpoint, checks parity on real images, then writes the file atomically.
 
     The exported bytes are loaded back in their runtime (ONNX Runtime, `torch.jit.load`,
-    `torch.export.load`) and compared with the eager model on `num_images` real images (the
-    given `images`, or crops of the bundled sample photos) fed at batch 1 and 5 (batch-1 only
-    when the batch is fixed). Only a passing export is written; a failing one raises ParityError
-    and leaves any existing file at `out` untouched.
+    `torch.export.load`, OpenVINO's CPU plugin) and compared with the eager model on
+    `num_images` real images (the given `images`, or crops of the bundled sample photos) fed at
+    batch 1 and 5 (batch-1 only when the batch is fixed). Only a passing export is written; a
+    failing one raises ParityError and leaves any existing file (or IR pair) at `out` untouched.
 
     Args:
         checkpoint: a resnet checkpoint file, run folder or ensemble folder (exported as one
             graph whose output is the log of the members' mean probability).
-        fmt: "onnx", "torchscript" or "exported-program".
+        fmt: "onnx", "torchscript", "exported-program" or "openvino" (an IR: `out` is its
+            .xml, the .bin is written beside it; converted from the ONNX export, so `opset`
+            and `exporter` apply too).
         out: output path; default beside the checkpoint (best.pt -> best.onnx,
-            best.torchscript.pt, best.pt2; best.int8.onnx with `int8`).
+            best.torchscript.pt, best.pt2, best.openvino.xml; best.int8.onnx,
+            best.int8.openvino.xml with `int8`).
         dynamic_batch: symbolic batch dimension (TorchScript is always batch-free).
         opset: ONNX opset (None: the exporter's default).
         images: image files for the parity check.
         num_images: images in the parity check.
         exporter: ONNX exporter, "dynamo" or "legacy".
         atol, rtol: parity tolerance on logits: atol + rtol * max |logit|.
-        int8: ONNX only: static int8 quantization (QDQ) calibrated on training images; parity
-            then means top-1 agreement >= `min_int8_agreement` on held-out images (the test
-            split for Fashion-MNIST, else `images` or the sample photos).
+        int8: ONNX and OpenVINO: static int8 quantization (ONNX Runtime QDQ, or NNCF for
+            OpenVINO) calibrated on training images; parity then means top-1 agreement >=
+            `min_int8_agreement` on held-out images (the test split for Fashion-MNIST, else
+            `images` or the sample photos).
         calibration: "fashion-mnist" or a folder of training images; default: the data source
             recorded in the checkpoint's training config.
         calibration_images: how many training images calibrate the int8 ranges.
@@ -197,7 +242,7 @@ def export_checkpoint(
     dynamic = dynamic_batch or fmt == "torchscript"
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]
-    source = _int8_source(calibration, state, meta, calibration_images) if int8 else None
+    source = _int8_source(calibration, state, meta, calibration_images, fmt) if int8 else None
     if pre.get("scan"):  # scans: the given ones, else the training data's own
         if int8:
             raise ResNetError("int8 export calibrates on 2-D images; export scan models in fp32")
@@ -212,7 +257,11 @@ def export_checkpoint(
         model, fmt, example, dynamic_batch=dynamic, opset=opset, metadata=meta, exporter=exporter
     )
     if int8:
-        data = quantize_onnx(data, calibration_images_of(source, pre, calibration_images))
+        calibration_set = calibration_images_of(source, pre, calibration_images)
+        if fmt == "openvino":
+            data = openvino_export.quantize_ir(data, calibration_set)
+        else:
+            data = quantize_onnx(data, calibration_set)
     run, read_meta = load_serialized(fmt, data)
     if (
         read_meta.get("classes") != meta["classes"]
@@ -230,5 +279,10 @@ def export_checkpoint(
         rtol=rtol,
         min_agreement=min_int8_agreement if int8 else None,
     )
-    atomic_write_bytes(path, lambda f: f.write(data))
-    return ExportResult(path=path, format=fmt, metadata=meta, parity=report, size_bytes=len(data))
+    if fmt == "openvino":
+        openvino_export.write_ir(path, data)  # both files or neither (see write_ir)
+        size = data.size_bytes
+    else:
+        atomic_write_bytes(path, lambda f: f.write(data))
+        size = len(data)
+    return ExportResult(path=path, format=fmt, metadata=meta, parity=report, size_bytes=size)

@@ -39,6 +39,8 @@ def make_metadata(state: dict[str, Any], *, fmt: str, dynamic_batch: bool) -> di
         "output": OUTPUT_NAME,
         "exported_by": f"resnet {package_versions()['resnet']}",
         "source_versions": state.get("versions", {}),
+        # `resnet calibrate`'s temperature: the runtimes divide the graph's logits by it.
+        **({"temperature": float(state["temperature"])} if "temperature" in state else {}),
         # An ensemble's output is the log of its members' mean probability, not raw logits:
         # softmax and argmax treat it the same; margins and temperatures do not.
         **(
@@ -69,7 +71,8 @@ def decode(text: str | bytes, where: str) -> dict[str, Any]:
 
 
 def detect_format(path: str | Path) -> str:
-    """ "checkpoint", "onnx", "torchscript" or "exported-program", from the file's contents."""
+    """ "checkpoint", "onnx", "torchscript", "exported-program" or "openvino" (an IR's .xml),
+    from the file's contents (and an .xml's name: a bad one is refused when it is read)."""
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"model file not found: {path}")
@@ -80,6 +83,8 @@ def detect_format(path: str | Path) -> str:
             head = f.read(64)
         if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head.lower()):
             return "onnx"
+        if path.suffix.lower() == ".xml" or head.lstrip().startswith((b"<?xml", b"<net")):
+            return "openvino"
         return "checkpoint"  # let the checkpoint reader say what is wrong (truncated, ...)
     with zipfile.ZipFile(path) as z:
         names = z.namelist()

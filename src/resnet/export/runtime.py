@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..data.scans import scan_samples
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
@@ -17,7 +18,14 @@ from .metadata import detect_format, make_metadata
 from .parity import check_parity
 from .samples import real_inputs
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+# The runtime each exported format runs in.
+NATIVE_BACKEND = {
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "torchscript": "torch",
+    "exported-program": "torch",
+}
 
 
 class Classifier:
@@ -26,9 +34,12 @@ class Classifier:
     Attributes:
         classes: class names in output order.
         preprocessing: the eval preprocessing dict (in_chans, size, mean, std, resize, crop).
-        backend: "torch" or "onnxruntime".
-        source: "checkpoint", "onnx", "torchscript" or "exported-program".
+        backend: "torch", "onnxruntime" or "openvino".
+        source: "checkpoint", "onnx", "torchscript", "exported-program" or "openvino".
         model: the eager `nn.Module` when the source is a checkpoint (Grad-CAM needs it), else None.
+        temperature: a calibrated model's temperature (metadata "temperature"; 1 otherwise):
+            the logits returned are the graph's divided by it, as `resnet predict` on the
+            checkpoint gives them.
     """
 
     def __init__(
@@ -51,6 +62,7 @@ class Classifier:
         self.path = path
         self.model = model
         self.metadata = metadata or {}
+        self.temperature = float(self.metadata.get("temperature", 1.0))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (float32, CPU) for a preprocessed batch [N, C, H, W] ([N, C, D, H, W] for a
@@ -60,7 +72,7 @@ class Classifier:
             shape = "[N, C, D, H, W]" if ndim == 5 else "[N, C, H, W]"
             raise ResNetError(f"expected a batch {shape}, got shape {tuple(batch.shape)}")
         with torch.inference_mode():
-            return self._run(batch).float()
+            return self._run(batch).float() / self.temperature
 
     def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The eval transform: float [C, H, W] image in [0, 1] -> model input."""
@@ -77,14 +89,18 @@ class Classifier:
 def load_classifier(
     path: str | os.PathLike, backend: str | None = None, threads: int | None = None
 ) -> Classifier:
-    """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2).
+    """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2,
+    OpenVINO .xml).
 
     Args:
-        path: the file (the format is read from its contents, not its name).
-        backend: "torch" or "onnxruntime"; None picks the file's own (ONNX -> onnxruntime, the
-            others -> torch). A checkpoint with "onnxruntime" is exported to ONNX in memory
-            (dynamic batch) and checked against the eager model before use.
-        threads: ONNX Runtime intra-op threads (None: its default, all cores).
+        path: the file (the format is read from its contents, not its name; an OpenVINO IR
+            by its .xml, with the .bin beside it).
+        backend: "torch", "onnxruntime" or "openvino"; None picks the file's own (ONNX ->
+            onnxruntime, OpenVINO IR -> openvino, the others -> torch). A checkpoint with
+            "onnxruntime" or "openvino" is exported in memory (dynamic batch) and checked
+            against the eager model before use.
+        threads: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: the
+            runtime's default, all cores).
 
     Raises:
         ResNetError: unreadable file, or a backend that cannot run this format.
@@ -97,11 +113,12 @@ def load_classifier(
         return _load_exported(path, source, backend, threads)
     model, state = load_model_or_ensemble(path)
     meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
-    if backend == "onnxruntime":
-        x = real_inputs(meta["preprocessing"], 4)
-        data = formats.serialize(model, "onnx", x[:2], dynamic_batch=True, metadata=meta)
-        run, _ = formats.load_serialized("onnx", data, threads)
-        check_parity(model, run, x, runtime="onnxruntime", batch_sizes=(1, 3))
+    if backend in ("onnxruntime", "openvino"):
+        fmt = "onnx" if backend == "onnxruntime" else "openvino"
+        x = _parity_inputs(meta["preprocessing"], state, 4)
+        data = formats.serialize(model, fmt, x[:2], dynamic_batch=True, metadata=meta)
+        run, _ = formats.load_serialized(fmt, data, threads)
+        check_parity(model, run, x, runtime=backend, batch_sizes=(1, 3))
     else:
         run = model
     return Classifier(
@@ -116,35 +133,42 @@ def load_classifier(
     )
 
 
+def _parity_inputs(pre: dict[str, Any], state: dict[str, Any], n: int) -> torch.Tensor:
+    """`n` real inputs to check an in-memory export on: photo crops, or for a scan model the
+    scans of its own training data (as `export_checkpoint` takes them)."""
+    if pre.get("scan"):
+        source = (state.get("config") or {}).get("data", {}).get("source", "")
+        return scan_samples(pre, [source], n)
+    return real_inputs(pre, n)
+
+
+_FORMAT_NAMES = {
+    "onnx": "an ONNX model",
+    "openvino": "an OpenVINO IR",
+    "torchscript": "a torchscript file",
+    "exported-program": "an exported-program file",
+}
+
+
 def _load_exported(path: Path, source: str, backend: str | None, threads: int | None) -> Classifier:
-    """A Classifier over an exported file (ONNX, TorchScript or ExportedProgram)."""
-    if source == "onnx":
-        if backend == "torch":
-            raise ResNetError(f"{path} is an ONNX model: it runs with --backend onnxruntime")
-        run, meta = formats.load_serialized("onnx", path, threads)
-        return Classifier(
-            run,
-            classes=meta["classes"],
-            preprocessing=meta["preprocessing"],
-            backend="onnxruntime",
-            source=source,
-            path=path,
-            metadata=meta,
+    """A Classifier over an exported file (ONNX, TorchScript, ExportedProgram, OpenVINO IR),
+    run in its own runtime."""
+    if source not in NATIVE_BACKEND:
+        raise ResNetError(f"{path}: unknown model format {source!r}")
+    native = NATIVE_BACKEND[source]
+    if backend is not None and backend != native:
+        raise ResNetError(
+            f"{path} is {_FORMAT_NAMES[source]}: it runs with --backend {native} "
+            f"(export the checkpoint for {backend}, or give the checkpoint with --backend "
+            f"{backend})"
         )
-    if source in ("torchscript", "exported-program"):
-        if backend == "onnxruntime":
-            raise ResNetError(
-                f"{path} is a {source} file: it runs with --backend torch "
-                "(export the checkpoint to ONNX for onnxruntime)"
-            )
-        run, meta = formats.load_serialized(source, path)
-        return Classifier(
-            run,
-            classes=meta["classes"],
-            preprocessing=meta["preprocessing"],
-            backend="torch",
-            source=source,
-            path=path,
-            metadata=meta,
-        )
-    raise ResNetError(f"{path}: unknown model format {source!r}")
+    run, meta = formats.load_serialized(source, path, threads if native != "torch" else None)
+    return Classifier(
+        run,
+        classes=meta["classes"],
+        preprocessing=meta["preprocessing"],
+        backend=native,
+        source=source,
+        path=path,
+        metadata=meta,
+    )
