@@ -13,6 +13,7 @@ The loop never prints: it announces what happens to its callbacks (`engine.event
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -63,6 +64,7 @@ from .runfolder import (
     resumed_config,
     with_run_overrides,
 )
+from .runlock import check_free, run_lock
 
 
 def _seed_epoch(seed: int, epoch: int) -> None:
@@ -133,6 +135,7 @@ class Trainer:
         if not self.main:  # only rank 0 reports; every rank still honours the stop request
             self.events.items = []
         self.out = ckpt.parent if ckpt is not None else self._new_run_folder()
+        self._check_unlocked()  # a folder another process trains into: refused before the data
         torch.manual_seed(cfg.run.seed)
         self._setup_data(state)
         self._setup_model(state)
@@ -181,6 +184,18 @@ class Trainer:
         if problem:
             raise ResNetError(problem)
         return out
+
+    def _check_unlocked(self) -> None:
+        """Rank 0 checks the folder's lock (`engine.runlock`); every rank gets its verdict."""
+        problem = None
+        if self.main:
+            try:
+                check_free(self.out)
+            except ResNetError as e:
+                problem = str(e)
+        problem = distributed.broadcast_object(problem)
+        if problem:
+            raise ResNetError(problem)
 
     def _setup_data(self, state: dict | None) -> None:
         """The data set, with the preprocessing pretrained weights (or the resumed run) use."""
@@ -643,30 +658,36 @@ class Trainer:
         )
 
     def fit(self) -> dict:
-        """Trains to the end (or until stopped); returns the summary."""
+        """Trains to the end (or until stopped); returns the summary. Rank 0 holds the run
+        folder's lock meanwhile (`engine.runlock`: one writer per folder)."""
         try:
-            if self.main:
-                self.out.mkdir(parents=True, exist_ok=True)
-                self.cfg.save(self.out / "config.yaml")
-                if self.data.split_record is not None:  # hashed groups only, never raw ids
-                    write_json(self.out / "splits.json", self.data.split_record)
-            self.events.emit(self._run_start_event())
-            try:
-                epoch = self._epochs()
-            except _Stopped as s:
-                summary = {
-                    "status": "stopped",
-                    "out": str(self.out),
-                    "epoch": self._epoch + 1,
-                    "step": s.step,
-                    "train_seconds": round(self.train_seconds, 2),
-                }
-                self.events.emit(RunEnd(summary, "stopped"))
-                return summary
-            summary = self.finish(epoch)
+            with run_lock(self.out) if self.main else contextlib.nullcontext():
+                return self._fit()
         except BaseException as e:
             self.events.emit(RunError(str(e) or type(e).__name__, type(e).__name__))
             raise
+
+    def _fit(self) -> dict:
+        """The run itself: config and split files, the epochs, the final evaluation."""
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.out / "config.yaml")
+            if self.data.split_record is not None:  # hashed groups only, never raw ids
+                write_json(self.out / "splits.json", self.data.split_record)
+        self.events.emit(self._run_start_event())
+        try:
+            epoch = self._epochs()
+        except _Stopped as s:
+            summary = {
+                "status": "stopped",
+                "out": str(self.out),
+                "epoch": self._epoch + 1,
+                "step": s.step,
+                "train_seconds": round(self.train_seconds, 2),
+            }
+            self.events.emit(RunEnd(summary, "stopped"))
+            return summary
+        summary = self.finish(epoch)
         self.events.emit(RunEnd(summary, "finished"))
         return summary
 
