@@ -22,6 +22,7 @@ COMMANDS = (
     "experiment",
     "analyze",
     "serve",
+    "doctor",
 )
 
 
