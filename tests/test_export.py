@@ -27,8 +27,9 @@ from resnet.models import ResNet, ResNetSpec
 CLASSES = [f"digit{i}" for i in range(10)]
 PRE = make_preprocessing(1, (16, 16), [0.3], [0.4])
 TINY = ResNetSpec("basic", (1, 1, 1), (8, 16, 32), stem="cifar", stem_width=8, shortcut="A")
-# The single-file formats; the OpenVINO IR pair has its own module (tests/test_openvino.py).
-FILE_FORMATS = tuple(f for f in FORMATS if f != "openvino")
+# The single-file formats; the OpenVINO IR pair and Keras have their own modules
+# (tests/test_openvino.py, tests/test_keras_export.py).
+FILE_FORMATS = tuple(f for f in FORMATS if f not in ("openvino", "keras"))
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:

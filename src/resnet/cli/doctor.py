@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..export.keras_export import require_keras
+
 OPTIONAL = {  # module -> (pip name, what it is for)
     "onnxruntime": ("onnxruntime", "ONNX export checks and --backend onnxruntime"),
     "openvino": ("openvino", "--format openvino and --backend openvino"),
@@ -81,7 +83,8 @@ def _optional() -> list[tuple[str, str, str]]:
     out = []
     for module, (pip, purpose) in OPTIONAL.items():
         try:
-            version = getattr(importlib.import_module(module), "__version__", "?")
+            loaded = require_keras() if module == "keras" else importlib.import_module(module)
+            version = getattr(loaded, "__version__", "?")
             out.append(("ok", module, f"{version} ({purpose})"))
         except Exception as e:  # an optional package may fail to import in many ways
             why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__

@@ -1,5 +1,5 @@
-"""`resnet export CHECKPOINT --format onnx|torchscript|exported-program|openvino`: export + parity
-check."""
+"""`resnet export CHECKPOINT --format onnx|torchscript|exported-program|openvino|keras`: export +
+parity check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     """Adds `resnet export` to the sub-command parsers `sub`."""
     p = sub.add_parser(
         "export",
-        help="export a checkpoint (ONNX, TorchScript, ExportedProgram, OpenVINO IR), "
+        help="export a checkpoint (ONNX, TorchScript, ExportedProgram, OpenVINO IR, Keras), "
         "parity-checked",
         description="Writes the model with its class names and preprocessing in the file's "
         "metadata, after checking on real images that the exported model's logits match the "

@@ -39,10 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime", "openvino"),
-        help="torch, onnxruntime or openvino (default: the file's own; .onnx runs in "
-        "onnxruntime, an OpenVINO .xml in openvino; a checkpoint is exported in memory and "
-        "parity-checked first)",
+        choices=("torch", "onnxruntime", "openvino", "keras"),
+        help="torch, onnxruntime, openvino or keras (default: the file's own; .onnx runs in "
+        "onnxruntime, an OpenVINO .xml in openvino, a .keras file in Keras; a checkpoint is "
+        "exported in memory and parity-checked first)",
     )
     p.add_argument(
         "--cam",
@@ -60,7 +60,7 @@ def add_parser(sub) -> None:
 def load_classifier(args):
     """`(classifier, image inputs)` from the parsed arguments.
 
-    Shipped weights (`--weights`), an exported file or `--backend onnxruntime|openvino`
+    Shipped weights (`--weights`), an exported file or `--backend onnxruntime|openvino|keras`
     (through `resnet.export.load_classifier`), or a checkpoint run in PyTorch on `args.device`.
     """
     if args.weights:
@@ -73,7 +73,10 @@ def load_classifier(args):
         ), args.inputs
     if len(args.inputs) < 2:
         raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
-    if args.backend in ("onnxruntime", "openvino") or detect_format(args.inputs[0]) != "checkpoint":
+    if (
+        args.backend in ("onnxruntime", "openvino", "keras")
+        or detect_format(args.inputs[0]) != "checkpoint"
+    ):
         return load_any(args.inputs[0], backend=args.backend), args.inputs[1:]
     return TorchClassifier.from_checkpoint(args.inputs[0], args.device), args.inputs[1:]
 

@@ -1,5 +1,5 @@
-"""`resnet export`'s engine: a checkpoint to ONNX / TorchScript / ExportedProgram / OpenVINO IR,
-parity-checked on real images before the file is written."""
+"""`resnet export`'s engine: a checkpoint to ONNX / TorchScript / ExportedProgram / OpenVINO IR /
+Keras, parity-checked on real images before the file is written."""
 
 from __future__ import annotations
 
@@ -15,27 +15,29 @@ from ..data.scans import scan_samples
 from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
+from . import keras_export, program
 from . import onnx as onnx_export
 from . import openvino as openvino_export
-from . import program
 from .metadata import make_metadata
 from .parity import ParityReport, check_parity
 from .quantize import quantize_onnx
 from .samples import calibration_images as calibration_images_of
 from .samples import fashion_mnist_split, real_inputs
 
-FORMATS = ("onnx", "torchscript", "exported-program", "openvino")
+FORMATS = ("onnx", "torchscript", "exported-program", "openvino", "keras")
 SUFFIXES = {
     "onnx": ".onnx",
     "torchscript": ".torchscript.pt",
     "exported-program": ".pt2",
     "openvino": ".openvino.xml",  # and its weights beside it: .openvino.bin
+    "keras": ".keras",
 }
 RUNTIMES = {
     "onnx": "onnxruntime",
     "torchscript": "torch.jit.load",
     "exported-program": "torch.export.load",
     "openvino": "openvino CPU",
+    "keras": "keras.saving.load_model",
 }
 INT8_FORMATS = ("onnx", "openvino")
 INT8_METHODS = {
@@ -101,6 +103,8 @@ def serialize(
         )
     if opset is not None:
         raise ResNetError("--opset applies to ONNX only")
+    if fmt == "keras":
+        return keras_export.keras_bytes(model, metadata or {})
     if fmt == "torchscript":
         return program.torchscript_bytes(model, metadata)
     if fmt == "exported-program":
@@ -122,6 +126,8 @@ def load_serialized(
             onnx_export.OrtRunner(onnx_export.session(data, threads)),
             onnx_export.read_metadata(data),
         )
+    if fmt == "keras":
+        return keras_export.load(data)
     if fmt == "torchscript":
         return program.load_torchscript(data)
     if fmt == "exported-program":
@@ -158,11 +164,17 @@ def _check_request(
         openvino_export.require_openvino()
         if int8:
             openvino_export.require_nncf()
+    if fmt == "keras":
+        keras_export.require_keras()
     path = Path(out) if out else default_output(checkpoint, fmt, int8)
     if path.is_dir():
         raise ResNetError(f"output {path} is a folder")
     if fmt == "openvino" and path.suffix.lower() != ".xml":
         raise ResNetError(f"an OpenVINO IR is an .xml + .bin pair: name the output *.xml ({path})")
+    if fmt == "keras" and path.suffix.lower() != ".keras":
+        raise ResNetError(
+            f"keras.saving.load_model opens only *.keras files: name the output so ({path})"
+        )
     return path
 
 
@@ -208,21 +220,23 @@ def export_checkpoint(
     """Exports a resnet checkpoint, checks parity on real images, then writes the file atomically.
 
     The exported bytes are loaded back in their runtime (ONNX Runtime, `torch.jit.load`,
-    `torch.export.load`, OpenVINO's CPU plugin) and compared with the eager model on
-    `num_images` real images (the given `images`, or crops of the bundled sample photos) fed at
-    batch 1 and 5 (batch-1 only when the batch is fixed). Only a passing export is written; a
-    failing one raises ParityError and leaves any existing file (or IR pair) at `out` untouched.
+    `torch.export.load`, OpenVINO's CPU plugin, `keras.saving.load_model`) and compared with the
+    eager model on `num_images` real images (the given `images`, or crops of the bundled sample
+    photos) fed at batch 1 and 5 (batch-1 only when the batch is fixed). Only a passing export
+    is written; a failing one raises ParityError and leaves any existing file (or IR pair) at
+    `out` untouched.
 
     Args:
         checkpoint: a resnet checkpoint file, run folder or ensemble folder (exported as one
             graph whose output is the log of the members' mean probability).
-        fmt: "onnx", "torchscript", "exported-program" or "openvino" (an IR: `out` is its
+        fmt: "onnx", "torchscript", "exported-program", "openvino" (an IR: `out` is its
             .xml, the .bin is written beside it; converted from the ONNX export, so `opset`
-            and `exporter` apply too).
+            and `exporter` apply too) or "keras" (a .keras archive of a Keras functional
+            model that takes NHWC RGB in [0, 1]; see `keras_export`).
         out: output path; default beside the checkpoint (best.pt -> best.onnx,
-            best.torchscript.pt, best.pt2, best.openvino.xml; best.int8.onnx,
+            best.torchscript.pt, best.pt2, best.openvino.xml, best.keras; best.int8.onnx,
             best.int8.openvino.xml with `int8`).
-        dynamic_batch: symbolic batch dimension (TorchScript is always batch-free).
+        dynamic_batch: symbolic batch dimension (TorchScript and Keras are always batch-free).
         opset: ONNX opset (None: the exporter's default).
         images: image files for the parity check.
         num_images: images in the parity check.
@@ -239,7 +253,9 @@ def export_checkpoint(
     """
     path = _check_request(checkpoint, fmt, out, num_images, int8)
     model, state = load_model_or_ensemble(checkpoint)  # an ensemble folder: one graph of all
-    dynamic = dynamic_batch or fmt == "torchscript"
+    if fmt == "keras":  # before any images are read: an unsupported net is one line
+        keras_export.check_supported(model, str(state.get("arch", "the model")))
+    dynamic = dynamic_batch or fmt in ("torchscript", "keras")
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]
     source = _int8_source(calibration, state, meta, calibration_images, fmt) if int8 else None

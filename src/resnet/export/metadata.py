@@ -71,8 +71,9 @@ def decode(text: str | bytes, where: str) -> dict[str, Any]:
 
 
 def detect_format(path: str | Path) -> str:
-    """ "checkpoint", "onnx", "torchscript", "exported-program" or "openvino" (an IR's .xml),
-    from the file's contents (and an .xml's name: a bad one is refused when it is read)."""
+    """ "checkpoint", "onnx", "torchscript", "exported-program", "openvino" (an IR's .xml) or
+    "keras" (a .keras zip), from the file's contents (and an .xml's name: a bad one is refused
+    when it is read)."""
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"model file not found: {path}")
@@ -88,6 +89,8 @@ def detect_format(path: str | Path) -> str:
         return "checkpoint"  # let the checkpoint reader say what is wrong (truncated, ...)
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
+    if "config.json" in names and "metadata.json" in names:  # Keras 3's archive, at its root
+        return "keras"
     tails = {n.split("/", 1)[-1] for n in names}
     if "archive_format" in tails or any(t.startswith("models/") for t in tails):
         return "exported-program"

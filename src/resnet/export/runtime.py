@@ -18,14 +18,19 @@ from .metadata import detect_format, make_metadata
 from .parity import check_parity
 from .samples import real_inputs
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("torch", "onnxruntime", "openvino", "keras")
 # The runtime each exported format runs in.
 NATIVE_BACKEND = {
     "onnx": "onnxruntime",
     "openvino": "openvino",
+    "keras": "keras",
     "torchscript": "torch",
     "exported-program": "torch",
 }
+
+
+# The format a checkpoint is exported to in memory to run in a backend other than torch.
+_IN_MEMORY = {"onnxruntime": "onnx", "openvino": "openvino", "keras": "keras"}
 
 
 class Classifier:
@@ -34,8 +39,8 @@ class Classifier:
     Attributes:
         classes: class names in output order.
         preprocessing: the eval preprocessing dict (in_chans, size, mean, std, resize, crop).
-        backend: "torch", "onnxruntime" or "openvino".
-        source: "checkpoint", "onnx", "torchscript", "exported-program" or "openvino".
+        backend: "torch", "onnxruntime", "openvino" or "keras".
+        source: "checkpoint", "onnx", "torchscript", "exported-program", "openvino" or "keras".
         model: the eager `nn.Module` when the source is a checkpoint (Grad-CAM needs it), else None.
         temperature: a calibrated model's temperature (metadata "temperature"; 1 otherwise):
             the logits returned are the graph's divided by it, as `resnet predict` on the
@@ -90,15 +95,15 @@ def load_classifier(
     path: str | os.PathLike, backend: str | None = None, threads: int | None = None
 ) -> Classifier:
     """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2,
-    OpenVINO .xml).
+    OpenVINO .xml, .keras).
 
     Args:
         path: the file (the format is read from its contents, not its name; an OpenVINO IR
             by its .xml, with the .bin beside it).
-        backend: "torch", "onnxruntime" or "openvino"; None picks the file's own (ONNX ->
-            onnxruntime, OpenVINO IR -> openvino, the others -> torch). A checkpoint with
-            "onnxruntime" or "openvino" is exported in memory (dynamic batch) and checked
-            against the eager model before use.
+        backend: "torch", "onnxruntime", "openvino" or "keras"; None picks the file's own
+            (ONNX -> onnxruntime, OpenVINO IR -> openvino, .keras -> keras, the others ->
+            torch). A checkpoint with another backend is exported in memory (dynamic batch)
+            and checked against the eager model before use.
         threads: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: the
             runtime's default, all cores).
 
@@ -113,8 +118,8 @@ def load_classifier(
         return _load_exported(path, source, backend, threads)
     model, state = load_model_or_ensemble(path)
     meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
-    if backend in ("onnxruntime", "openvino"):
-        fmt = "onnx" if backend == "onnxruntime" else "openvino"
+    if backend in _IN_MEMORY:
+        fmt = _IN_MEMORY[backend]
         x = _parity_inputs(meta["preprocessing"], state, 4)
         data = formats.serialize(model, fmt, x[:2], dynamic_batch=True, metadata=meta)
         run, _ = formats.load_serialized(fmt, data, threads)
@@ -147,12 +152,13 @@ _FORMAT_NAMES = {
     "openvino": "an OpenVINO IR",
     "torchscript": "a torchscript file",
     "exported-program": "an exported-program file",
+    "keras": "a Keras model",
 }
 
 
 def _load_exported(path: Path, source: str, backend: str | None, threads: int | None) -> Classifier:
-    """A Classifier over an exported file (ONNX, TorchScript, ExportedProgram, OpenVINO IR),
-    run in its own runtime."""
+    """A Classifier over an exported file (ONNX, TorchScript, ExportedProgram, OpenVINO IR,
+    .keras), run in its own runtime."""
     if source not in NATIVE_BACKEND:
         raise ResNetError(f"{path}: unknown model format {source!r}")
     native = NATIVE_BACKEND[source]
@@ -162,7 +168,8 @@ def _load_exported(path: Path, source: str, backend: str | None, threads: int | 
             f"(export the checkpoint for {backend}, or give the checkpoint with --backend "
             f"{backend})"
         )
-    run, meta = formats.load_serialized(source, path, threads if native != "torch" else None)
+    threads = threads if native in ("onnxruntime", "openvino") else None
+    run, meta = formats.load_serialized(source, path, threads)
     return Classifier(
         run,
         classes=meta["classes"],
