@@ -23,6 +23,20 @@ def _train(*args, timeout=300):
     return r
 
 
+def _train_here(*args) -> None:
+    """`resnet train ARGS` in this one process: the single-process runs need no interpreter of
+    their own (seconds of imports each); the `--nproc 2` run keeps its processes."""
+    import contextlib
+    import io
+
+    from resnet.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["train", *args])
+    assert code == 0, err.getvalue()[-3000:]
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_under_one(digits_folder, tmp_path):
     # 240 training images, global batch 80: three optimiser steps an epoch.
@@ -41,7 +55,7 @@ def test_two_processes_match_one_and_resume_under_one(digits_folder, tmp_path):
         "--lr",
         "0.002",
     ]
-    _train(*common, "--epochs", "1", "--out", str(tmp_path / "one"))
+    _train_here(*common, "--epochs", "1", "--out", str(tmp_path / "one"))
     two = _train(*common, "--epochs", "1", "--out", str(tmp_path / "two"), "--nproc", "2")
     assert "2 processes" in two.stdout
     a = load_checkpoint(tmp_path / "one" / "last.pt")
@@ -54,7 +68,7 @@ def test_two_processes_match_one_and_resume_under_one(digits_folder, tmp_path):
     # Only rank 0 wrote: exactly one run folder, no stray folders from rank 1.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "one", "two"]
     # The 2-process checkpoint resumes under 1 process (a different world size).
-    _train("--resume", str(tmp_path / "two"), "--epochs", "2")
+    _train_here("--resume", str(tmp_path / "two"), "--epochs", "2")
     c = load_checkpoint(tmp_path / "two" / "last.pt")
     assert c["epoch"] == 1 and len(c["history"]) == 2
     assert c["history"][0] == b["history"][0]

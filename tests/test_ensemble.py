@@ -184,7 +184,16 @@ def test_interrupted_ensemble_resumes_inside_the_unfinished_member(digits_folder
     assert load_checkpoint(out / "member1" / "last.pt")["epoch"] == 1
     summary = json.loads((out / "summary.json").read_text())
     assert [m["seed"] for m in summary["members"]] == [3, 4] and "val_acc" in summary
-    assert main(["train", "--recipe", "best", "--nproc", "2", "--out", str(tmp_path / "x")]) == 2
+    # An ensemble recipe with --nproc is refused before any process starts. (The `best` recipe
+    # trains one net: with it the command launched torchrun, whose workers failed on their
+    # own, so the exit code 2 did not show the refusal.)
+    capsys.readouterr()
+    assert (
+        main(["train", "--recipe", "ensemble", "--nproc", "2", "--out", str(tmp_path / "x")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "an ensemble trains in one process" in err, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_members_must_share_classes_and_preprocessing(digits_folder, tmp_path):

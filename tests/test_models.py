@@ -57,25 +57,27 @@ TV_KEYS = {
 VERY_DEEP = {n for n in resnet.list_models() if get_entry(n).depth > 300}
 
 
-def _same_blocks_key(name: str) -> tuple:
-    """What a net runs, up to how many times each stage repeats its blocks: the spec with each
-    stage's depth cut to 1 (only a first block) or 2 (a first block, then the repeated one)."""
+def _code_path_key(name: str) -> tuple:
+    """What a net runs, leaving out numbers the same code runs with: how often a stage repeats
+    its block (each stage's depth cut to 1, a first block only, or 2, a first block then the
+    repeated one) and the 3x3 convs' group count and width per group (kept: grouped or not)."""
     entry = get_entry(name)
     spec = entry.spec
-    return dataclasses.replace(spec, depths=tuple(min(d, 2) for d in spec.depths)), entry.defaults
+    depths = tuple(min(d, 2) for d in spec.depths)
+    same = dataclasses.replace(spec, depths=depths, groups=1, base_width=64)
+    return same, spec.groups > 1, entry.defaults
 
 
-def _shallowest_per_block_layout(names: list[str]) -> list[str]:
-    """One net per `_same_blocks_key`: the shallowest (resnet50 for resnet101/152/200)."""
+def _shallowest_per_code_path(names: list[str]) -> list[str]:
+    """One net per `_code_path_key`, the shallowest: resnet50 for resnet101/152/200 and
+    wide_resnet50_2/101_2, resnext50_32x4d for resnext101_32x8d/64x4d."""
     chosen: dict[tuple, str] = {}
     for n in sorted(names, key=lambda n: get_entry(n).depth):
-        chosen.setdefault(_same_blocks_key(n), n)
+        chosen.setdefault(_code_path_key(n), n)
     return [n for n in names if n in chosen.values()]
 
 
-CONTRACT_NAMES = _shallowest_per_block_layout(
-    [n for n in resnet.list_models() if n not in VERY_DEEP]
-)
+CONTRACT_NAMES = _shallowest_per_code_path([n for n in resnet.list_models() if n not in VERY_DEEP])
 
 
 @functools.cache
@@ -161,12 +163,15 @@ def test_torchvision_state_dict_loads_strict_and_outputs_agree(name):
 def test_model_contract(name):
     """Shape, finiteness, a gradient for every parameter, features, TorchScript parity.
 
-    One net per block layout (`CONTRACT_NAMES`): nets that differ only in how often a stage
-    repeats its blocks (resnet50/101/152/200, resnet20/32/44/56/110, wrn_16_4/wrn_40_4) run the
-    same stem, the same first and repeated blocks in each stage and the same head, so the
-    shallowest stands for the rest. Their depths are pinned by the parameter-count tests, their
-    wiring by test_plain_twin_is_the_residual_net_without_shortcuts (every residual net), deep
-    forward passes by the torchvision-parity and very-deep tests.
+    One net per code path (`CONTRACT_NAMES`): nets that differ only in how often a stage
+    repeats its blocks (resnet50/101/152/200, resnet20/32/44/56/110, wrn_16_4/wrn_40_4) or in
+    the group count and width per group of their 3x3 convs (resnet50/wide_resnet50_2,
+    resnext50_32x4d/resnext101_32x8d/resnext101_64x4d) run the same stem, the same first and
+    repeated blocks in each stage and the same head, so the shallowest stands for the rest.
+    The others are still built (every residual net and its plain twin, by
+    test_plain_twin_is_the_residual_net_without_shortcuts), many have pinned sizes
+    (EXACT_PARAMS), and deep and wide forward passes run in the torchvision-parity
+    (resnet101/152, wide_resnet50_2) and very-deep tests.
     """
     torch.manual_seed(0)
     model = resnet.create(name, num_classes=7, in_chans=2)

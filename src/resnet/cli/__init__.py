@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     and return 2 (RESNET_DEBUG=1 shows the traceback); Ctrl-C returns 130.
     """
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc relaunches
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

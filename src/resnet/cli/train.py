@@ -405,7 +405,7 @@ def run(args) -> int:
                 "drop --nproc, or train each member with its own --seed and --out"
             )
 
-        return launch_local(args.nproc)
+        return launch_local(args.nproc, getattr(args, "argv", None))
     if args.task != "classify":
         cfg = config_from_args(args)
         summary = tasks.train_task(args.task, cfg.to_dict())

@@ -44,7 +44,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .clinical_summary import clinical_outputs, per_scan, youden_threshold
 from .config import TrainConfig
 from .console import ConsoleProgress
-from .evaluate import collect_logits, evaluate
+from .evaluate import collect_logits, evaluate, metrics_from_logits
 from .events import (
     Callback,
     Callbacks,
@@ -779,9 +779,15 @@ class Trainer:
         }
 
     def _final_metrics(self, split: str, model: nn.Module) -> dict:
-        """The held-out split's figures; writes its metrics JSON and confusion matrix."""
-        m = self.evaluate(split, model)
-        clinical = self._clinical(split, model) if self.main and self.world == 1 else {}
+        """The held-out split's figures (one pass over it in one process: the clinical report
+        reuses its logits); writes its metrics JSON and confusion matrix."""
+        clinical = {}
+        if self.world == 1:
+            logits, labels = self._logits(split, model)
+            m = metrics_from_logits(logits, labels)
+            clinical = self._clinical(split, model, logits, labels)
+        else:
+            m = self.evaluate(split, model)
         if self.main and "confusion_matrix" in m:
             plot_confusion(
                 torch.tensor(m["confusion_matrix"]),
@@ -799,21 +805,22 @@ class Trainer:
             **clinical,
         }
 
-    def _clinical(self, split: str, model: nn.Module) -> dict:
-        """AUROC, sensitivity, specificity (with CIs), ECE and their PNGs for `split`."""
-        threshold = self.cfg.run.threshold
-        if threshold == "youden" and split == "test" and "val" in self.eval_loaders:
-            threshold = youden_threshold(*self._logits("val", model))
-        logits, labels = self._logits(split, model)
+    def _clinical(self, split: str, model: nn.Module, logits, labels) -> dict:
+        """AUROC, sensitivity, specificity (with CIs), ECE and their PNGs for `split`; a
+        binary test split takes Youden's threshold from the validation split."""
+        threshold, ml = self.cfg.run.threshold, self.cfg.data.multilabel
+        binary = len(self.data.classes) == 2 and not ml
+        if threshold == "youden" and binary and split == "test" and "val" in self.eval_loaders:
+            threshold = youden_threshold(*self._pooled("val", *self._logits("val", model)))
         unit = "scan" if self.data.preprocessing.get("scan") else "image"
+        logits, labels = self._pooled(split, logits, labels)
         return clinical_outputs(
             logits, labels, self.data.classes, self.out, split, threshold=threshold, unit=unit
         )
 
     def _logits(self, split: str, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """A split's logits and labels; slices of scans pooled per scan (`per_scan`)."""
-        owners = getattr(getattr(self.data, split), "owners", None)
-        logits, labels = collect_logits(
+        """A split's logits and labels, one per sample."""
+        return collect_logits(
             model,
             self.eval_loaders[split],
             self.device,
@@ -821,6 +828,10 @@ class Trainer:
             tta=self.cfg.run.tta and self.cfg.data.flip,
             tta_shift=self.cfg.run.tta_shift,
         )
+
+    def _pooled(self, split: str, logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slices of scans pooled per scan (`per_scan`); other samples unchanged."""
+        owners = getattr(getattr(self.data, split), "owners", None)
         return per_scan(logits, labels, owners, self.cfg.data.multilabel)
 
 
