@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data browser demo test lint bench clean
+.PHONY: setup data browser demo test lint fuzz bench clean
 
 setup: $(STAMP) data browser
 
@@ -65,6 +65,17 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports --no-cache
+
+# Coverage-guided fuzzing (atheris) of every parser of untrusted bytes, FUZZ_SECONDS per harness,
+# seeded from tests/fuzz/corpus/<harness>/; new inputs and crashes land in runs/fuzz/<harness>/.
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := image labels_csv config checkpoint safetensors coco dicom nifti zip_upload
+fuzz: setup
+	@failed=""; for h in $(FUZZ_HARNESSES); do \
+	  echo "fuzzing $$h for $(FUZZ_SECONDS) s"; \
+	  $(BIN)/python tests/fuzz/run.py $$h --seconds $(FUZZ_SECONDS) || failed="$$failed $$h"; \
+	done; \
+	test -z "$$failed" || { echo "crashes in:$$failed (inputs in runs/fuzz/<harness>/)"; exit 1; }
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -72,13 +73,29 @@ def torch_load_safe(path: str | os.PathLike, what: str = "file", mmap: bool = Fa
     except pickle.UnpicklingError as e:
         raise ResNetError(
             f"{path} holds pickled objects beyond tensors and plain data; refusing to load it "
-            f"(weights_only=True): re-save its state_dict ({str(e).splitlines()[0][:80]})"
+            f"(weights_only=True): re-save its state_dict ({_first_line(e, 80)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    # torch's weights-only unpickler raises KeyError / IndexError / struct.error on a damaged
+    # pickle stream: as corrupt as a truncated zip.
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        struct.error,
+    ) as e:
         raise ResNetError(
-            f"{path} is not a readable {what} (truncated or corrupt?): "
-            f"{str(e).splitlines()[0][:120]}"
+            f"{path} is not a readable {what} (truncated or corrupt?): {_first_line(e, 120)}"
         ) from None
+
+
+def _first_line(e: BaseException, limit: int) -> str:
+    """An exception's first line (its type name when it has no message), cut to `limit`."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
 
 
 def package_versions() -> dict[str, str]:

@@ -92,6 +92,24 @@ def load_coco_api(data: dict[str, Any] | str | os.PathLike):
         return COCO(str(data))
 
 
+# What malformed annotations raise inside pycocotools and the item builder.
+_MALFORMED = (
+    ValueError,  # bad JSON (JSONDecodeError), not UTF-8 (UnicodeDecodeError), NaN sizes
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    AssertionError,
+    OverflowError,
+    RecursionError,
+)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 class CocoDataset(torch.utils.data.Dataset):
     """Images and annotations in COCO format: boxes, polygons, or RLE masks.
 
@@ -111,20 +129,20 @@ class CocoDataset(torch.utils.data.Dataset):
             raise ResNetError(f"COCO annotations not found: {path}")
         try:
             self.api = load_coco_api(path)
-        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
-            raise ResNetError(f"{path} is not a COCO annotation file: {e}") from None
+            self.ids = sorted(self.api.imgs)
+            cat_ids = sorted(self.api.cats)
+            self.classes = [str(self.api.cats[c]["name"]) for c in cat_ids]
+        except _MALFORMED as e:  # bad JSON, not UTF-8, missing keys, ids of mixed types, ...
+            raise ResNetError(f"{path} is not a COCO annotation file: {_one_line(e)}") from None
         if images is None:
             images = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
         self.root = Path(images)
-        self.ids = sorted(self.api.imgs)
         if not self.ids:
             raise ResNetError(f"{path} lists no images")
-        cat_ids = sorted(self.api.cats)
         if not cat_ids:
             raise ResNetError(f"{path} lists no categories")
         self.cat_to_label = {c: i + 1 for i, c in enumerate(cat_ids)}
         self.label_to_cat = {v: k for k, v in self.cat_to_label.items()}
-        self.classes = [self.api.cats[c]["name"] for c in cat_ids]
         self.in_chans = 3
         self.params = dict(annotations=str(path), images=str(self.root))
 
@@ -133,8 +151,23 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         info = self.api.imgs[self.ids[index]]
-        image = read_rgb(self.root / info["file_name"])
+        try:
+            return self._item(info, index)
+        except _MALFORMED as e:  # an annotation with missing or mistyped fields
+            raise ResNetError(
+                f"{self.params['annotations']}: malformed entry for image {info.get('id')!r} "
+                f"({_one_line(e)})"
+            ) from None
+
+    def _item(self, info: dict, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image = read_rgb(self.root / str(info["file_name"]))
         h, w = image.shape[-2:]
+        # Masks are drawn at the size the JSON states: it must be the image's (and is then bounded).
+        if [info.get("height"), info.get("width")] != [h, w]:
+            raise ResNetError(
+                f"{self.params['annotations']}: image {info.get('id')!r} is {h}x{w}, the "
+                f"annotations say {info.get('height')!r}x{info.get('width')!r}"
+            )
         anns = [a for a in self.api.imgToAnns.get(info["id"], []) if not a.get("iscrowd", 0)]
         boxes, labels, masks = [], [], []
         for a in anns:
@@ -144,6 +177,12 @@ class CocoDataset(torch.utils.data.Dataset):
             boxes.append([x, y, x + bw, y + bh])
             labels.append(self.cat_to_label[a["category_id"]])
             if a.get("segmentation"):
+                seg = a["segmentation"]
+                if isinstance(seg, dict) and list(seg.get("size", [h, w])) != [h, w]:
+                    raise ResNetError(
+                        f"{self.params['annotations']}: a mask of image {info.get('id')!r} is "
+                        f"not {h}x{w}"
+                    )
                 with warnings.catch_warnings():  # pycocotools vs numpy 2 (harmless)
                     warnings.simplefilter("ignore", DeprecationWarning)
                     m = self.api.annToMask(dict(a, image_id=info["id"]))

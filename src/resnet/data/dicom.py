@@ -239,6 +239,16 @@ def read_series(
     if not paths:
         raise ResNetError("an empty DICOM series (no files)")
     datasets = [_read(p) for p in paths]
+    try:
+        return _volume(datasets, paths, salt, max_voxels)
+    except ResNetError:
+        raise
+    except Exception as e:  # pydicom converts header values lazily: a damaged one fails on use
+        raise ResNetError(f"{paths[0]}: malformed DICOM header ({_one_line(e)})") from None
+
+
+def _volume(datasets: list, paths: list[Path], salt: str, max_voxels: int) -> Volume:
+    """The checked, decoded, ordered slices of `datasets` (read from `paths`) as one Volume."""
     sizes = [_size(ds, p) for ds, p in zip(datasets, paths, strict=True)]
     for ds, p in zip(datasets, paths, strict=True):
         _check_numbers(ds, p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,23 @@ def _check_size(img: Image.Image, name: str, max_pixels: int, max_frames: int) -
         raise ImageTooLarge(f"{name} has {frames} frames, over the limit of {max_frames}")
 
 
+# What Pillow raises for damaged files: its own errors, and short reads in pure-Python plugins.
+_CORRUPT = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message (at most 120 characters), else its type."""
+    return (str(e).splitlines() or [""])[0][:120] or type(e).__name__
+
+
 def decode_image(
     source: bytes | str | Path,
     *,
@@ -116,10 +134,8 @@ def decode_image(
         raise ImageTooLarge(
             f"{name} is refused as a decompression bomb: {str(e).splitlines()[0][:160]}"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise UnreadableImage(
-            f"cannot read image {name}: {str(e).splitlines()[0][:120] or type(e).__name__}"
-        ) from None
+    except _CORRUPT as e:
+        raise UnreadableImage(f"cannot read image {name}: {_first_line(e)}") from None
     return img
 
 
@@ -151,7 +167,7 @@ def image_to_tensor(img: Image.Image, in_chans: int, name: str = "image") -> tor
             arr = np.asarray(img.convert(target), dtype=np.float32) / 255.0  # alpha dropped
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     except (OSError, ValueError) as e:
-        raise UnreadableImage(f"cannot read image {name}: {str(e).splitlines()[0][:120]}") from None
+        raise UnreadableImage(f"cannot read image {name}: {_first_line(e)}") from None
     x = torch.from_numpy(np.ascontiguousarray(arr))
     if x.shape[0] == in_chans:
         return x
@@ -298,11 +314,19 @@ def folder_group(path: Path, base: Path, group_by: str) -> str:
     n = int(level or "1")
     parts = path.relative_to(base).parts
     if len(parts) <= n:
-        raise ResNetError(f"{path}: no folder at level {n} below {base} for --group-by {group_by}")
+        raise ResNetError(
+            f"{_shown(path)}: no folder at level {n} below {base} for --group-by {group_by}"
+        )
     return parts[n - 1]
 
 
 CSV_COLUMNS = ("path", "label")
+
+
+def _shown(value) -> str:
+    """`value` as one line: line breaks and other control characters (from a CSV cell) escaped."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def scan_csv(
@@ -318,21 +342,12 @@ def scan_csv(
     label lists findings separated by ";" or "|" (empty: none) and becomes a multi-hot row."""
     if not csv_path.is_file():
         raise ResNetError(f"CSV not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if not set(CSV_COLUMNS) <= set(header):
-            raise ResNetError(
-                f"{csv_path}: needs the columns {','.join(CSV_COLUMNS)} "
-                f"(found {','.join(header) or 'none'})"
-            )
-        if group_by and group_by in CSV_COLUMNS:
-            raise ResNetError(f"--group-by {group_by}: pick a column other than path and label")
-        rows = []
-        for n, r in enumerate(reader, start=2):
-            if None in r or None in r.values():
-                raise ResNetError(f"{csv_path}:{n}: expected {len(header)} fields")
-            rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
+    try:
+        header, rows = _read_csv_rows(csv_path, group_by)
+    except UnicodeDecodeError as e:
+        raise ResNetError(f"{csv_path} is not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except csv.Error as e:
+        raise ResNetError(f"{csv_path}: malformed CSV ({e})") from None
     if not rows:
         raise ResNetError(f"{csv_path} has no rows")
     items, groups = [], []
@@ -342,7 +357,7 @@ def scan_csv(
         if not r["label"] and not multilabel:
             raise ResNetError(f"{csv_path}:{n}: empty label")
         if not p.is_file():
-            raise ResNetError(f"{csv_path}:{n}: file not found: {p}")
+            raise ResNetError(f"{csv_path}:{n}: file not found: {_shown(p)}")
         items.append((p, findings(r["label"]) if multilabel else r["label"]))
         if group_by:
             groups.append(_csv_group(r, header, group_by, p, csv_path, n))
@@ -353,9 +368,29 @@ def scan_csv(
     unknown = set(found) - set(classes)
     if unknown:
         raise ResNetError(
-            f"{csv_path}: labels not in the training set: {', '.join(sorted(unknown))}"
+            f"{csv_path}: labels not in the training set: {_shown(', '.join(sorted(unknown)))}"
         )
     return _check_files(items, classes, on_bad, groups or None)
+
+
+def _read_csv_rows(csv_path: Path, group_by: str | None) -> tuple[list[str], list[dict]]:
+    """The stripped header and rows of a `path,label` CSV (UTF-8, optional BOM)."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if not set(CSV_COLUMNS) <= set(header):
+            raise ResNetError(
+                f"{csv_path}: needs the columns {','.join(CSV_COLUMNS)} "
+                f"(found {_shown(','.join(header)) or 'none'})"
+            )
+        if group_by and group_by in CSV_COLUMNS:
+            raise ResNetError(f"--group-by {group_by}: pick a column other than path and label")
+        rows = []
+        for n, r in enumerate(reader, start=2):
+            if None in r or None in r.values():
+                raise ResNetError(f"{csv_path}:{n}: expected {len(header)} fields")
+            rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
+    return header, rows
 
 
 def _csv_group(row: dict, header: list[str], group_by: str, path: Path, csv_path: Path, n: int):
@@ -367,7 +402,8 @@ def _csv_group(row: dict, header: list[str], group_by: str, path: Path, csv_path
     if group_by.startswith("folder"):
         return folder_group(path, csv_path.parent, group_by)
     raise ResNetError(
-        f"--group-by {group_by}: {csv_path} has no such column (columns: {', '.join(header)})"
+        f"--group-by {group_by}: {csv_path} has no such column "
+        f"(columns: {_shown(', '.join(header))})"
     )
 
 

@@ -23,7 +23,8 @@ import torch
 
 from ..errors import ResNetError
 from ..models import Ensemble, ResNet, model_for_spec, spec_from_dict, unwrap
-from ..storage import atomic_write_bytes, package_versions, torch_load_safe
+from ..models.weight_files import read_torch_file
+from ..storage import atomic_write_bytes, package_versions
 from .runfolder import checkpoint_in, is_ensemble_run, member_paths
 
 FORMAT = "resnet-checkpoint"
@@ -56,13 +57,16 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     if not path.exists():
         raise ResNetError(f"checkpoint not found: {path}")
     path = checkpoint_in(path)
-    state = torch_load_safe(path, "checkpoint", mmap=mmap)
+    state = read_torch_file(path, "checkpoint", mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ResNetError(
             f"{path} is not a resnet checkpoint (no '{FORMAT}' header); "
             "for plain state_dicts use `resnet.create(..., weights=PATH)`"
         )
-    if state.get("version", 0) > VERSION:
+    version = state.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResNetError(f"{path} has a malformed format version ({type(version).__name__})")
+    if version > VERSION:
         raise ResNetError(f"{path} was written by a newer resnet (format {state['version']})")
     return state
 

@@ -183,6 +183,8 @@ class Config:
             d = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ResNetError(f"config not found: {path}") from None
+        except UnicodeDecodeError as e:
+            raise ResNetError(f"{path} is not UTF-8 text: {e.reason} at byte {e.start}") from None
         except yaml.YAMLError as e:
             raise ResNetError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(d, dict):
@@ -215,7 +217,8 @@ def build_config(cls, d: dict, where: str):
     unknown = set(d) - set(fields)
     if unknown:
         raise ResNetError(
-            f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; known: {', '.join(fields)}"
+            f"unknown key(s) in {where}: {', '.join(sorted(map(_one_line, unknown)))}; "
+            f"known: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -227,7 +230,12 @@ def build_config(cls, d: dict, where: str):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ResNetError(f"{where}: {e}") from None
+        raise ResNetError(f"{where}: {_one_line(e)}") from None
+
+
+def _one_line(value) -> str:
+    """`value` as text on one line (a YAML key or an error message can hold line breaks)."""
+    return " ".join(str(value).split())
 
 
 def _coerce(value, type_name: str, where: str, key: str):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 import urllib.error
 import urllib.request
@@ -166,6 +167,33 @@ def fetch(w: Weights, *, root: str | os.PathLike | None = None, progress: bool =
 # Reading weight files: tensors only.
 
 
+# What torch's weights-only unpickler raises for a damaged pickle, beyond what
+# `torch_load_safe` words (bad memo indices, opcodes applied to the wrong objects, ...).
+_DAMAGED_PICKLE = (
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    struct.error,
+)
+
+
+def read_torch_file(path: Path, what: str, mmap: bool = False) -> Any:
+    """`torch_load_safe` (tensors and plain data only) where any damaged or empty file is a
+    one-line ResNetError naming what was expected (`what`)."""
+    if path.stat().st_size == 0:
+        raise ResNetError(f"{path} is an empty file, not a {what}")
+    try:
+        return torch_load_safe(path, what, mmap=mmap)
+    except _DAMAGED_PICKLE as e:
+        detail = " ".join(str(e).split())[:80] or type(e).__name__
+        raise ResNetError(
+            f"{path} is not a readable {what} (truncated or corrupt?): {detail}"
+        ) from None
+
+
 def is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping of string names to tensors."""
     return (
@@ -211,8 +239,8 @@ def read_weights_file(
     if is_keras_file(path):
         return read_keras_weights(path, arch)
     meta: dict = {}
-    obj = torch_load_safe(path, "weights file")
-    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+    obj = read_torch_file(path, "weights file")
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and "model" in obj:
         meta = {k: obj.get(k) for k in _CHECKPOINT_META if k in obj}
         meta["note"] = "the 'model' entry of a resnet checkpoint"
         obj = obj["model"]

@@ -27,7 +27,9 @@ import tempfile
 import time
 import warnings
 import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -76,8 +78,14 @@ class DatasetStore:
                     return self._finish(tmp, filename, "upload", tmp / "data")
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as e:
-            raise ApiError(422, f"not a readable ZIP: {str(e)[:120]}") from None
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            EOFError,
+            NotImplementedError,
+            UnicodeDecodeError,  # a member name flagged UTF-8 that is not
+        ) as e:
+            raise ApiError(422, f"not a readable ZIP: {_short(e)}") from None
 
     def add_path(self, path: str) -> dict:
         """Registers a folder (or CSV) on the server's disk as a data set, after scanning it."""
@@ -291,14 +299,27 @@ def _extract(z: zipfile.ZipFile, members: list[zipfile.ZipInfo], dest: Path) -> 
             raise ApiError(422, f"ZIP member {_short(info.filename)!r} points outside the upload")
         target.parent.mkdir(parents=True, exist_ok=True)
         left = info.file_size
-        with z.open(info) as src, open(target, "wb") as out:
-            while chunk := src.read(1 << 20):
+        with open(target, "wb") as out:
+            for chunk in _member_chunks(z, info):
                 left -= len(chunk)
                 if left < 0:
                     raise ApiError(
                         413, f"ZIP member {_short(info.filename)} is larger than it declares"
                     )
                 out.write(chunk)
+
+
+def _member_chunks(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A member's bytes, 1 MiB at a time; a damaged member (bad offset, corrupt deflate
+    stream, encrypted) is a 422, kept apart from errors writing the extracted copy."""
+    try:
+        with z.open(info) as src:
+            while chunk := src.read(1 << 20):
+                yield chunk
+    except (OSError, RuntimeError, ValueError, EOFError, zlib.error) as e:
+        raise ApiError(
+            422, f"ZIP member {_short(info.filename)} is unreadable: {_short(str(e))}"
+        ) from None
 
 
 # -- layout and scanning --------------------------------------------------------------------
@@ -432,4 +453,5 @@ def _png_b64(img: Image.Image) -> str:
 
 
 def _short(text: Any) -> str:
-    return str(text)[:120]
+    """At most 120 characters of `text`, on one line (control characters shown as "?")."""
+    return "".join(c if c.isprintable() else "?" for c in str(text)[:120])
