@@ -25,6 +25,10 @@ RUN_FILES = {
     "summary.json",
     "confusion_matrix.png",
     "val_metrics.json",
+    "val_clinical.json",
+    "roc.png",
+    "pr.png",
+    "calibration.png",
 }
 SERVER_FILES = {"events.jsonl", "job.json", "misclassified.json"}
 
