@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import struct
 import warnings
@@ -15,7 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
-from .labels import findings, multi_hot
+from .labels import multi_hot
+from .tables import REQUIRED, read_label_csv, row_entry, shown
 
 # File suffixes read as images, by folder scans and by detection/segmentation folders alike.
 IMAGE_EXTENSIONS = (
@@ -315,18 +315,9 @@ def folder_group(path: Path, base: Path, group_by: str) -> str:
     parts = path.relative_to(base).parts
     if len(parts) <= n:
         raise ResNetError(
-            f"{_shown(path)}: no folder at level {n} below {base} for --group-by {group_by}"
+            f"{shown(path)}: no folder at level {n} below {base} for --group-by {group_by}"
         )
     return parts[n - 1]
-
-
-CSV_COLUMNS = ("path", "label")
-
-
-def _shown(value) -> str:
-    """`value` as one line: line breaks and other control characters (from a CSV cell) escaped."""
-    text = str(value)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def scan_csv(
@@ -340,25 +331,13 @@ def scan_csv(
     CSV's folder. `group_by` names a column holding each row's group (a patient id), or
     "folder[:N]" (the N-th folder of the path below the CSV's folder). With `multilabel`, a
     label lists findings separated by ";" or "|" (empty: none) and becomes a multi-hot row."""
-    if not csv_path.is_file():
-        raise ResNetError(f"CSV not found: {csv_path}")
-    try:
-        header, rows = _read_csv_rows(csv_path, group_by)
-    except UnicodeDecodeError as e:
-        raise ResNetError(f"{csv_path} is not UTF-8 text: {e.reason} at byte {e.start}") from None
-    except csv.Error as e:
-        raise ResNetError(f"{csv_path}: malformed CSV ({e})") from None
-    if not rows:
-        raise ResNetError(f"{csv_path} has no rows")
+    header, rows = read_label_csv(csv_path)
+    if group_by and group_by in REQUIRED:
+        raise ResNetError(f"--group-by {group_by}: pick a column other than path and label")
     items, groups = [], []
     for n, r in enumerate(rows, start=2):
-        p = Path(r["path"])
-        p = p if p.is_absolute() else csv_path.parent / p
-        if not r["label"] and not multilabel:
-            raise ResNetError(f"{csv_path}:{n}: empty label")
-        if not p.is_file():
-            raise ResNetError(f"{csv_path}:{n}: file not found: {_shown(p)}")
-        items.append((p, findings(r["label"]) if multilabel else r["label"]))
+        p, label = row_entry(r, n, csv_path, multilabel)
+        items.append((p, label))
         if group_by:
             groups.append(_csv_group(r, header, group_by, p, csv_path, n))
     found = sorted({f for _, label in items for f in (label if multilabel else [label])})
@@ -368,29 +347,9 @@ def scan_csv(
     unknown = set(found) - set(classes)
     if unknown:
         raise ResNetError(
-            f"{csv_path}: labels not in the training set: {_shown(', '.join(sorted(unknown)))}"
+            f"{csv_path}: labels not in the training set: {shown(', '.join(sorted(unknown)))}"
         )
     return _check_files(items, classes, on_bad, groups or None)
-
-
-def _read_csv_rows(csv_path: Path, group_by: str | None) -> tuple[list[str], list[dict]]:
-    """The stripped header and rows of a `path,label` CSV (UTF-8, optional BOM)."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if not set(CSV_COLUMNS) <= set(header):
-            raise ResNetError(
-                f"{csv_path}: needs the columns {','.join(CSV_COLUMNS)} "
-                f"(found {_shown(','.join(header)) or 'none'})"
-            )
-        if group_by and group_by in CSV_COLUMNS:
-            raise ResNetError(f"--group-by {group_by}: pick a column other than path and label")
-        rows = []
-        for n, r in enumerate(reader, start=2):
-            if None in r or None in r.values():
-                raise ResNetError(f"{csv_path}:{n}: expected {len(header)} fields")
-            rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
-    return header, rows
 
 
 def _csv_group(row: dict, header: list[str], group_by: str, path: Path, csv_path: Path, n: int):
@@ -403,7 +362,7 @@ def _csv_group(row: dict, header: list[str], group_by: str, path: Path, csv_path
         return folder_group(path, csv_path.parent, group_by)
     raise ResNetError(
         f"--group-by {group_by}: {csv_path} has no such column "
-        f"(columns: {_shown(', '.join(header))})"
+        f"(columns: {shown(', '.join(header))})"
     )
 
 

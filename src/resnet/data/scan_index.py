@@ -19,18 +19,17 @@ folder; N = 1 by default), or the name of any other CSV column.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ResNetError
 from .dicom import find_series
-from .labels import findings, multi_hot
+from .labels import multi_hot
 from .nifti import is_nifti
+from .tables import read_label_csv, row_entry
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 CSV_NAME = "labels.csv"
-REQUIRED_COLUMNS = ("path", "label")
 # Names of a binary task's negative class: listed first, so the other one is the positive.
 NEGATIVE_NAMES = {"normal", "negative", "healthy", "benign", "control", "no", "absent", "0"}
 
@@ -106,36 +105,11 @@ def csv_of(root: Path) -> Path | None:
     return candidate if root.is_dir() and candidate.is_file() else None
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The CSV's header and rows (stripped), with one-line errors for a malformed file."""
-    if not path.is_file():
-        raise ResNetError(f"CSV not found: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = []
-            for n, r in enumerate(reader, start=2):
-                if None in r or None in r.values():
-                    raise ResNetError(f"{path}:{n}: expected {len(header)} fields")
-                rows.append({k.strip(): (v or "").strip() for k, v in r.items()})
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ResNetError(f"{path}: not a readable CSV ({e})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise ResNetError(
-            f"{path}: needs the columns {','.join(REQUIRED_COLUMNS)} (missing {','.join(missing)})"
-        )
-    if not rows:
-        raise ResNetError(f"{path} has no rows")
-    return header, rows
-
-
 def is_scan_source(root: Path) -> bool:
     """Whether a data source holds scans (DICOM / NIfTI) rather than 2-D image files."""
     table = csv_of(root)
     if table is not None:
-        _, rows = _read_csv(table)
+        _, rows = read_label_csv(table)
         first = Path(rows[0]["path"])
         return is_scan_path(first if first.is_absolute() else table.parent / first)
     if not root.is_dir():
@@ -191,17 +165,12 @@ def index_csv(
 ) -> ScanIndex:
     """The scans a labels CSV names (see the module doc); with `multilabel`, labels list
     findings separated by ";" (`data.labels`)."""
-    header, rows = _read_csv(table)
+    header, rows = read_label_csv(table)
     refs, names, groups = [], [], []
     for n, row in enumerate(rows, start=2):
-        p = Path(row["path"])
-        p = p if p.is_absolute() else table.parent / p
-        if not row["label"] and not multilabel:
-            raise ResNetError(f"{table}:{n}: empty label")
-        if not p.exists():
-            raise ResNetError(f"{table}:{n}: not found: {p}")
+        p, name = row_entry(row, n, table, multilabel, folders=True)
         refs.append(ScanRef(p))
-        names.append(findings(row["label"]) if multilabel else row["label"])
+        names.append(name)
         groups.append(_row_group(row, header, group_by, p, table.parent))
     return _indexed(refs, names, groups, classes, str(table))
 
