@@ -8,16 +8,13 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import write_digits_folder
-from test_export import CLASSES, PRE, TINY, _digits
+from test_export import CLASSES, PRE, _digits, train_tiny
 
 from resnet.cli import main
 from resnet.data.cohort import write_cohort
-from resnet.engine.checkpoint import save_checkpoint
 from resnet.errors import ResNetError
 from resnet.export import detect_format, load_classifier, load_serialized
-from resnet.models import ResNet
 
 ov = pytest.importorskip("openvino")
 
@@ -39,26 +36,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
-    """test_export's tiny ResNet, trained the same way: 5 epochs on 1,400 digits (held out:
-    the other 397)."""
-    x, y = digits
-    torch.manual_seed(0)
-    model = ResNet(TINY, num_classes=10, in_chans=1)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        model.train()
-        perm = torch.randperm(1400, generator=g)
-        for i in range(0, 1400, 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, model, classes=CLASSES, preprocessing=PRE)
-    return model, path
+    """test_export's tiny ResNet, trained the same way."""
+    return train_tiny(digits, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
