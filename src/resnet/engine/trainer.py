@@ -446,8 +446,8 @@ class Trainer:
         """The epoch's image size (progressive resizing) and batch mixing (the strong preset)."""
         cfg = self.cfg
         size = (cfg.data.early_size,) * 2 if epoch < cfg.data.early_epochs else None
-        strong = cfg.data.augment == "strong" and not cfg.data.volume and not cfg.data.multilabel
-        mix = mixup_cutmix(len(self.data.classes)) if strong else None
+        # DataConfig refuses "strong" for volumes and multi-label data (MixUp mixes single labels).
+        mix = mixup_cutmix(len(self.data.classes)) if cfg.data.augment == "strong" else None
         return size, mix
 
     def _batches(self, epoch: int, start: int):
