@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -159,6 +160,27 @@ class CocoDataset(torch.utils.data.Dataset):
                 f"({_one_line(e)})"
             ) from None
 
+    def _mask(self, ann: dict, info: dict, h: int, w: int) -> np.ndarray:
+        """The h x w mask of one annotation's segmentation (polygons or RLE), checked first."""
+        where = f"{self.params['annotations']}: the segmentation of image {info.get('id')!r}"
+        seg = ann["segmentation"]
+        if isinstance(seg, dict):
+            if list(seg.get("size", [h, w])) != [h, w]:
+                raise ResNetError(f"{where} is not {h}x{w}")
+            if not isinstance(seg.get("counts"), (str, list)):
+                raise ResNetError(f"{where} is an RLE without 'counts'")
+        elif not isinstance(seg, list) or not all(_is_polygon(p) for p in seg):
+            raise ResNetError(
+                f"{where} is neither an RLE nor polygons (lists of an even number, at least 6, "
+                "of x, y coordinates)"
+            )
+        with warnings.catch_warnings():  # pycocotools vs numpy 2 (harmless)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                return self.api.annToMask(dict(ann, image_id=info["id"]))
+            except Exception as e:  # pycocotools raises bare Exceptions on malformed RLEs
+                raise ResNetError(f"{where} cannot be decoded: {e}") from None
+
     def _item(self, info: dict, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = read_rgb(self.root / str(info["file_name"]))
         h, w = image.shape[-2:]
@@ -177,15 +199,7 @@ class CocoDataset(torch.utils.data.Dataset):
             boxes.append([x, y, x + bw, y + bh])
             labels.append(self.cat_to_label[a["category_id"]])
             if a.get("segmentation"):
-                seg = a["segmentation"]
-                if isinstance(seg, dict) and list(seg.get("size", [h, w])) != [h, w]:
-                    raise ResNetError(
-                        f"{self.params['annotations']}: a mask of image {info.get('id')!r} is "
-                        f"not {h}x{w}"
-                    )
-                with warnings.catch_warnings():  # pycocotools vs numpy 2 (harmless)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    m = self.api.annToMask(dict(a, image_id=info["id"]))
+                m = self._mask(a, info, h, w)
             else:
                 m = np.zeros((h, w), dtype=np.uint8)
                 m[int(y) : int(np.ceil(y + bh)), int(x) : int(np.ceil(x + bw))] = 1
@@ -291,4 +305,14 @@ def open_dataset(path: str | os.PathLike, images: str | os.PathLike | None = Non
     raise ResNetError(
         f"{p}: expected a COCO .json file, a folder with annotations.json, or a "
         "folder with images/ and masks/"
+    )
+
+
+def _is_polygon(p) -> bool:
+    """True for a COCO polygon: an even number (at least 6) of finite x, y coordinates."""
+    return (
+        isinstance(p, list)
+        and len(p) >= 6
+        and len(p) % 2 == 0
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)
     )

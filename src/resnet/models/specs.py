@@ -19,8 +19,8 @@ HE2019 = "He+ 2019 Bag of Tricks (ResNet-D), arXiv:1812.01187"
 TORCHVISION = "He+ 2015, v1.5 (stride on 3x3, torchvision)"
 HARA2018 = "Hara+ 2018 3D ResNets, arXiv:1711.09577 (MONAI/MedicalNet resnet)"
 TRAN2018 = "Tran+ 2018 R(2+1)D, arXiv:1711.11248 (torchvision video)"
-KERAS_V1 = "He+ 2015 v1 as Keras applications build it (keras.applications.ResNet50)"
-KERAS_V2 = "He+ 2016 pre-activation as Keras applications build it (ResNet50V2)"
+KERAS_V1 = "He+ 2015 v1 as Keras applications build it (keras.applications.ResNet50/101/152)"
+KERAS_V2 = "He+ 2016 pre-activation as Keras applications build it (ResNet50V2/101V2/152V2)"
 
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
