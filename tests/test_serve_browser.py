@@ -274,6 +274,11 @@ def _inspect_run(page, tmp_path: Path) -> None:
     expect(page.locator("#downloads a", has_text="best.pt")).to_be_visible()
     expect(page.locator("#misclassified figure, #misclassified p").first).to_be_visible()
     expect(page.locator("#config")).to_contain_text('"resnet20"')
+    page.click('#downloads button:has-text("Export OpenVINO")')
+    links = page.locator("#export-result a")
+    expect(links).to_have_count(2, timeout=120_000)  # the IR: .xml + .bin, parity checked
+    expect(links.first).to_have_text("best.openvino.xml")
+    expect(page.locator("#export-result .parity")).to_contain_text("parity ok")
     _shot(page, tmp_path, "run")
 
 

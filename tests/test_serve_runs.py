@@ -147,6 +147,13 @@ def test_upload_train_stream_and_inspect_a_run(client, tmp_path):
     assert exported.status_code == 200, exported.text
     assert exported.json()["parity"]["ok"]
     assert client.get(exported.json()["download"]).status_code == 200
+    ir = client.post("/v1/runs/digits-run/export", json={"format": "openvino"})
+    assert ir.status_code == 200, ir.text
+    ir_files = [f["file"] for f in ir.json()["files"]]
+    assert ir_files == ["best.openvino.xml", "best.openvino.bin"]
+    got = [client.get(f["download"]) for f in ir.json()["files"]]
+    assert got[0].content.lstrip().startswith(b"<?xml") and len(got[1].content) > 1000
+    assert ir.json()["size_bytes"] == sum(len(r.content) for r in got)
 
     # A reconnecting page gets only what it missed; a restarted server replays the file.
     tail = _events(client, "digits-run", **{"Last-Event-ID": str(len(events) - 2)})
@@ -243,7 +250,8 @@ def test_bad_requests_get_json_errors_and_the_server_keeps_serving(client, tmp_p
         ("post", "/v1/runs/done/resume", {}, 409),
         ("post", "/v1/runs/nope/resume", {}, 404),
         ("post", "/v1/runs/done/export", {"json": {"format": "onnx"}}, 409),
-        ("post", "/v1/runs/done/export", {"json": {"format": "tflite"}}, 422),
+        ("post", "/v1/runs/done/export", {"json": {"format": "pdf"}}, 422),
+        ("post", "/v1/runs/done/export", {"json": {"format": "keras", "int8": True}}, 422),
         ("get", "/v1/runs/done/misclassified?limit=0", {}, 422),
         ("get", "/v1/runs/done/misclassified", {}, 409),
         ("get", "/v1/datasets/nope", {}, 404),

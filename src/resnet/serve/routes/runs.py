@@ -16,6 +16,7 @@ from ...engine.recipes import load_recipe
 from ...engine.runfolder import is_ensemble_run
 from ...errors import ResNetError
 from ...export import export_checkpoint
+from ...export.formats import FORMATS, INT8_FORMATS, SUFFIXES
 from ..errors import ApiError
 from ..jobs import (
     ACTIVE,
@@ -43,9 +44,10 @@ FILES = {
     "test_metrics.json": "application/json",
     "val_metrics.json": "application/json",
     **{
-        f"{stem}{suffix}": "application/octet-stream"
+        f"{stem}{int8}{suffix}": "application/octet-stream"
         for stem in ("best", "last", "model")
-        for suffix in (".onnx", ".torchscript.pt")
+        for int8 in ("", ".int8")
+        for suffix in (*SUFFIXES.values(), ".openvino.bin")
     },
 }
 POLL_S = 0.2
@@ -112,9 +114,13 @@ class RunDetail(RunRow):
 
 
 class ExportRequest(BaseModel):
-    """Which format to export the run's best checkpoint to."""
+    """Which format to export the run's best checkpoint to, and whether in int8."""
 
-    format: Literal["onnx", "torchscript"] = "onnx"
+    format: str = Field("onnx", description=f"one of {', '.join(FORMATS)}")
+    int8: bool = Field(
+        False,
+        description=f"int8, calibrated on the run's training images ({', '.join(INT8_FORMATS)})",
+    )
 
 
 class ExportResult(BaseModel):
@@ -124,6 +130,9 @@ class ExportResult(BaseModel):
     file: str
     download: str
     size_bytes: int
+    files: list[dict[str, Any]] = Field(
+        default_factory=list, description="every file written (an OpenVINO IR is .xml + .bin)"
+    )
     parity: dict[str, Any]
     line: str
 
@@ -330,20 +339,32 @@ def run_file(request: Request, run_id: str, name: str) -> FileResponse:
 
 @router.post("/runs/{run_id}/export", response_model=ExportResult)
 async def export_run(request: Request, run_id: str, body: ExportRequest) -> dict[str, Any]:
-    """Exports the run's best checkpoint (ONNX or TorchScript) after the parity check against
-    the eager model; returns the parity report and the file's download path."""
+    """Exports the run's best checkpoint (ONNX, TorchScript, ExportedProgram, OpenVINO, Keras …;
+    int8 for ONNX and OpenVINO) after the parity check against the eager model; returns the
+    parity report and the download path of each file written."""
+    if body.format not in FORMATS:
+        raise ApiError(422, f"format must be one of {', '.join(FORMATS)}, not {body.format!r}")
+    if body.int8 and body.format not in INT8_FORMATS:
+        raise ApiError(422, f"int8 export covers {', '.join(INT8_FORMATS)}, not {body.format}")
     folder = existing_run(_root(request), run_id)
     source = _export_source(folder)
     try:
-        result = await asyncio.to_thread(export_checkpoint, source, body.format)
+        result = await asyncio.to_thread(export_checkpoint, source, body.format, int8=body.int8)
     except ResNetError as e:
         raise ApiError(422, str(e).splitlines()[0]) from None
-    name = Path(result.path).name
+    written = [Path(result.path)]
+    if body.format == "openvino":
+        written.append(written[0].with_suffix(".bin"))
+    files = [
+        dict(file=p.name, download=f"/v1/runs/{run_id}/files/{p.name}", size_bytes=p.stat().st_size)
+        for p in written
+    ]
     return dict(
         format=result.format,
-        file=name,
-        download=f"/v1/runs/{run_id}/files/{name}",
-        size_bytes=result.size_bytes,
+        file=files[0]["file"],
+        download=files[0]["download"],
+        size_bytes=sum(f["size_bytes"] for f in files),
+        files=files,
         parity=result.parity.to_dict(),
         line=result.parity.line(),
     )

@@ -858,11 +858,11 @@ async function fillMisclassified(el, run) {
 function downloads(run) {
   const result = h("div", { id: "export-result" });
   const files = asList(run.files).filter((n) => !n.endsWith(".png"));
-  const exportButton = (format, label) => h("button", { type: "button", class: "secondary", dataset: { format }, onclick: async (e) => {
+  const exportButton = (format, label, int8 = false) => h("button", { type: "button", class: "secondary", dataset: { format, int8 }, onclick: async (e) => {
     e.target.disabled = true;
     result.textContent = `Exporting to ${label} and checking it against the PyTorch model…`;
     try {
-      showExport(result, await api(`${runPath(run.id)}/export`, { method: "POST", json: { format } }));
+      showExport(result, await api(`${runPath(run.id)}/export`, { method: "POST", json: { format, int8 } }));
     } catch {
       result.textContent = "";
     } finally {
@@ -872,11 +872,16 @@ function downloads(run) {
   const canExport = files.includes("best.pt") || files.includes("last.pt");
   return h("div", {}, h("div", { class: "row", id: "downloads" },
     files.map((n) => h("a", { href: fileUrl(run, n), download: `${run.id}-${n}` }, n)),
-    canExport ? [exportButton("onnx", "ONNX"), exportButton("torchscript", "TorchScript")] : null), result);
+    canExport ? EXPORTS.map(([format, label, int8]) => exportButton(format, label, int8)) : null), result);
 }
 
+// Formats offered by the run page's export buttons: [format, label, int8].
+const EXPORTS = [["onnx", "ONNX"], ["onnx", "ONNX int8", true], ["openvino", "OpenVINO"],
+  ["openvino", "OpenVINO int8", true], ["torchscript", "TorchScript"], ["keras", "Keras"]];
+
 function showExport(el, answer) {
-  clear(el).append(h("p", {}, h("a", { href: answer.download, download: answer.file }, answer.file),
+  const files = answer.files && answer.files.length ? answer.files : [answer];
+  clear(el).append(h("p", {}, files.flatMap((f, i) => [i ? " + " : "", h("a", { href: f.download, download: f.file }, f.file)]),
     ` (${(answer.size_bytes / 2 ** 20).toFixed(1)} MiB) · `, h("span", { class: "parity" }, answer.line || JSON.stringify(answer.parity))));
 }
 
