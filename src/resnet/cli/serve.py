@@ -51,7 +51,9 @@ def add_parser(sub) -> None:
         help="largest decoded image (width x height)",
     )
     p.add_argument("--jobs", type=int, default=d.jobs, help="training jobs at once")
-    p.add_argument("--backend", default=d.backend, choices=["auto", "eager", "onnxruntime"])
+    p.add_argument(
+        "--backend", default=d.backend, choices=["auto", "eager", "onnxruntime", "openvino"]
+    )
     p.add_argument("--no-warm", dest="warm", action="store_false", help="skip warm-up")
     p.set_defaults(run=run)
 

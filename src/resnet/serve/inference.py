@@ -57,6 +57,8 @@ log = logging.getLogger("resnet.serve")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CAM_SIDE = 512  # Grad-CAM overlays are drawn at most this many pixels on their longer side
 SCORE_THRESH = 0.3  # detections below this score are neither drawn nor listed
+# The fp32 runtimes a checkpoint can be served from besides eager PyTorch.
+RUNTIME_BACKENDS = ("onnxruntime", "openvino")
 TIMING_BATCHES = 3  # batches timed per backend when "auto" chooses one
 
 
@@ -233,27 +235,30 @@ def _image_model(clf, path: Path):
 def choose_backend(path: Path, backend: str, max_batch: int):
     """`(classifier, report)`: the forced backend, or under "auto" the fastest that agrees.
 
-    Exported files run on their own runtime (ONNX -> onnxruntime, the others -> torch).
+    Exported files run on their own runtime (ONNX -> onnxruntime, an IR -> openvino, ...).
+    Under "auto" a checkpoint is exported in memory to each fp32 runtime of RUNTIME_BACKENDS;
+    those that agree with eager fp32 are timed on real images and the fastest serves.
     """
     if detect_format(path) != "checkpoint" or backend == "eager":
         clf = _image_model(load_classifier(path), path)
         return clf, {"backend": _backend_name(clf), "chosen_by": backend}
-    if backend == "onnxruntime":
-        clf = _image_model(load_classifier(path, "onnxruntime"), path)  # exports + parity
-        return clf, {"backend": "onnxruntime", "chosen_by": backend}
+    if backend in RUNTIME_BACKENDS:
+        clf = _image_model(load_classifier(path, backend), path)  # exports + parity
+        return clf, {"backend": backend, "chosen_by": backend}
     eager = _image_model(load_classifier(path), path)
     report: dict[str, Any] = {"chosen_by": "auto", "timings_ms": {}, "rejected": {}}
     x = real_inputs(eager.preprocessing, min(max_batch, 8))
     candidates = {"eager": eager}
-    try:
-        ort = load_classifier(path, "onnxruntime")
-        ok, diff = agrees(eager, ort, x)
-        if ok:
-            candidates["onnxruntime"] = ort
-        else:
-            report["rejected"]["onnxruntime"] = f"differs from fp32 (max |diff| {diff:.2e})"
-    except Exception as e:  # no onnx/onnxruntime, export failure, parity failure: stay eager
-        report["rejected"]["onnxruntime"] = str(e).splitlines()[0][:200] or type(e).__name__
+    for name in RUNTIME_BACKENDS:
+        try:
+            clf = load_classifier(path, name)
+            ok, diff = agrees(eager, clf, x)
+            if ok:
+                candidates[name] = clf
+            else:
+                report["rejected"][name] = f"differs from fp32 (max |diff| {diff:.2e})"
+        except Exception as e:  # a missing package, export or parity failure: not a candidate
+            report["rejected"][name] = str(e).splitlines()[0][:200] or type(e).__name__
     for name, clf in candidates.items():
         report["timings_ms"][name] = round(1000 * _timed(clf, x), 3)
     best = min(report["timings_ms"], key=report["timings_ms"].get)

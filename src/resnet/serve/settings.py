@@ -27,7 +27,7 @@ class ServeSettings:
         max_pixels: the largest decoded image (width x height); larger ones get 413.
         zip_members, zip_total_mb: limits of an uploaded ZIP (count, uncompressed size).
         jobs: training jobs that run at once (the rest wait in a queue).
-        backend: "auto" (the fastest agreeing with fp32), "eager" or "onnxruntime".
+        backend: "auto" (the fastest agreeing with fp32), "eager", "onnxruntime" or "openvino".
         warm: run each model once at start, so the first request is not the slowest.
     """
 
@@ -56,8 +56,8 @@ class ServeSettings:
             self.token = os.environ.get(TOKEN_ENV) or None
         if self.max_batch < 1 or self.max_queue < 1 or self.jobs < 1:
             raise ValueError("max_batch, max_queue and jobs must be at least 1")
-        if self.backend not in ("auto", "eager", "onnxruntime"):
-            raise ValueError("backend must be auto, eager or onnxruntime")
+        if self.backend not in ("auto", "eager", "onnxruntime", "openvino"):
+            raise ValueError("backend must be auto, eager, onnxruntime or openvino")
 
     @property
     def predict_body_bytes(self) -> int:
