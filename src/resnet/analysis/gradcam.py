@@ -2,6 +2,8 @@
 
 The target layer defaults to the network's last stage (`model.feature_info[-1]["module"]`): its
 maps are the last ones with spatial layout, and by then every unit sees class-level features.
+torchvision's and timm's nets use their family's layer (`models.foreign`); token nets (ViT) have
+no spatial map to default to.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from torch import nn
 from ..data import eval_transform, load_image
 from ..engine.report import save_figure
 from ..errors import ResNetError
-from ..models import Ensemble
+from ..models import Ensemble, ForeignSpec
+from ..models.foreign import cam_layer
 
 
 def default_layer(model: nn.Module) -> str:
-    """The name of the last stage: `feature_info[-1]["module"]` for resnet models."""
+    """The name of the last stage: `feature_info[-1]["module"]` for resnet models, the family's
+    layer for a torchvision / timm net (`models.foreign`)."""
+    if isinstance(getattr(model, "spec", None), ForeignSpec):
+        layer = cam_layer(model)
+        if layer is None:
+            raise ResNetError(
+                f"{model.arch} has no channels-first feature map to take Grad-CAM maps from "
+                "(token or channels-last outputs); name a conv layer (--cam-layer)"
+            )
+        return layer
     info = getattr(model, "feature_info", None)
     if info:
         return info[-1]["module"]
@@ -86,6 +98,11 @@ class GradCAM:
                     raise ResNetError(f"Grad-CAM target out of range for {logits.shape[1]} classes")
                 score = logits.gather(1, idx[:, None]).sum()
                 act = store["act"]
+                if act.ndim not in (4, 5):
+                    raise ResNetError(
+                        f"layer {self.layer_name!r} gives {act.ndim}-D outputs "
+                        f"{tuple(act.shape)}; Grad-CAM needs spatial maps [N, C, H, W]"
+                    )
                 (grad,) = torch.autograd.grad(score, act)
         finally:
             handle.remove()

@@ -119,7 +119,11 @@ def _what_flags(g) -> None:
         "--recipe", help="a named recipe shipped with resnet (see `resnet train --recipes`)"
     )
     g.add_argument("--recipes", action="store_true", default=S, help="list the recipes and exit")
-    g.add_argument("--model", help="registered model name (`resnet models`)")
+    g.add_argument(
+        "--model",
+        help="registered model name (`resnet models`), or a torchvision / timm classifier: "
+        "tv:efficientnet_b0, timm:convnext_tiny, ... (`resnet models --all`)",
+    )
     g.add_argument(
         "--opt",
         action="append",

@@ -12,6 +12,7 @@ from ..data import BUILTIN, DataBundle
 from ..data.scan_index import is_scan_source
 from ..data.scans import DEFAULT_VOLUME
 from ..errors import ResNetError
+from ..models import foreign
 from ..models.resnet import SMALL_STEMS
 from .config import TrainConfig
 from .whiten import first_conv, whiten_first_conv_, whitenable_filters
@@ -19,7 +20,7 @@ from .whiten import first_conv, whiten_first_conv_, whitenable_filters
 
 def check_model_config(cfg: TrainConfig) -> None:
     """Refuses an unknown model name or option before any data is loaded."""
-    models.get_entry(cfg.model.name)
+    entry = models.get_entry(cfg.model.name)
     if cfg.model.whiten_stem and cfg.finetune.weights:
         raise ResNetError(
             "whiten_stem initialises a net trained from scratch; it cannot be combined with "
@@ -33,11 +34,12 @@ def check_model_config(cfg: TrainConfig) -> None:
         )
     if cfg.model.freeze_whitened and (cfg.finetune.freeze != "none" or cfg.finetune.unfreeze):
         raise ResNetError("freeze_whitened cannot be combined with --freeze or finetune.unfreeze")
-    unknown = set(cfg.model.options) - models.registry.OPTIONS
+    known = models.registry.options_for(entry)
+    unknown = set(cfg.model.options) - known
     if unknown:
         raise ResNetError(
             f"unknown model option(s) {', '.join(sorted(unknown))}; known: "
-            f"{', '.join(sorted(models.registry.OPTIONS))}"
+            f"{', '.join(sorted(known))}"
         )
 
 
@@ -76,8 +78,12 @@ def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     """The configured net for the data's classes and channels (with its pretrained weights)."""
     entry = models.get_entry(cfg.model.name)
     options = dict(cfg.model.options)
-    small_images = entry.dims == 2 and max(data.preprocessing["size"]) <= 64
-    if small_images and entry.spec.stem not in SMALL_STEMS:
+    size = tuple(data.preprocessing["size"])
+    small_images = entry.dims == 2 and max(size) <= 64
+    if entry.foreign:  # the family's own small-input form, or the size a ViT is built for
+        options = foreign.fit_input(entry.spec, size, options)
+        foreign.check_input(entry.spec, size, in_chans=data.in_chans, **options)
+    elif small_images and entry.spec.stem not in SMALL_STEMS:
         options.setdefault("small_input", True)  # the 7x7/2 + max-pool stem wastes a 28-64 px image
     kwargs = dict(num_classes=len(data.classes), in_chans=data.in_chans, **options)
     if cfg.finetune.weights:

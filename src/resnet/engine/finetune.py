@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import ResNetError
 from ..models import Weights, get_weights, open_weights, unwrap
 from ..models.catalogue import is_catalogue_spec
+from ..models.foreign import head_prefixes
 
 FREEZE_MODES = ("none", "backbone", "stages:K")
 HEAD_PREFIXES = ("fc.", "head_drop.")
@@ -73,6 +74,9 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
     Returns:
         Names of the frozen parts ("stem", "layer1", ...).
     """
+    heads = head_prefixes(unwrap(model))
+    if heads is not None:
+        return _freeze_foreign(unwrap(model), mode, heads)
     parts = backbone_parts(model)
     n = _frozen_count(mode, len(parts) - 2)
     frozen = []
@@ -89,6 +93,24 @@ def apply_freeze(model: nn.Module, mode: str) -> list[str]:
         if name.startswith(HEAD_PREFIXES):
             p.requires_grad_(True)
     return frozen
+
+
+def _freeze_foreign(model: nn.Module, mode: str, heads: tuple[str, ...]) -> list[str]:
+    """apply_freeze for a torchvision / timm net: "none" or "backbone" (all but its classifier);
+    their stages have no common names, so "stages:K" is refused."""
+    mode = mode.strip().lower()
+    if mode not in ("none", "backbone", "probe", "linear-probe"):
+        raise ResNetError(
+            f"freeze {mode!r}: a torchvision / timm net freezes none or backbone (stages:K needs "
+            "one of this package's ResNets)"
+        )
+    freeze = mode != "none"
+    for name, p in model.named_parameters():
+        keep = not freeze or name.startswith(heads)
+        p.requires_grad_(keep)
+        if not keep:
+            p.grad = None
+    return ["backbone"] if freeze else []
 
 
 def linear_probe(model: nn.Module) -> list[str]:

@@ -10,6 +10,7 @@ from torch.optim.sgd import sgd as sgd_step  # torch.optim.SGD's own update, as 
 
 from ..errors import ResNetError
 from ..models import unwrap
+from ..models.foreign import head_prefixes
 from .config import OptimConfig
 
 
@@ -33,11 +34,12 @@ def param_groups(
     if backbone_lr_mult < 0:
         raise ResNetError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
     model = unwrap(model)  # DDP, torch.compile
+    heads = head_prefixes(model) or (head_prefix,)  # a tv: / timm: net names its own head
     groups: dict[tuple[bool, bool], dict] = {}
     for name, p in model.named_parameters():
         if not (p.requires_grad or include_frozen):
             continue
-        head = name.startswith(head_prefix)
+        head = name.startswith(heads)
         no_decay = p.ndim <= 1
         key = (head, no_decay)
         if key not in groups:
@@ -72,7 +74,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "muon":
         spec = getattr(getattr(model, "module", model), "spec", None)
-        if cfg.muon_normalize and (spec is None or spec.preact):
+        if cfg.muon_normalize and (spec is None or getattr(spec, "preact", True)):
             raise ValueError(
                 "muon_normalize keeps each filter bank's norm fixed, which is right only where a "
                 "norm layer follows every conv (post-activation ResNets); set "

@@ -2,13 +2,15 @@
 
 `registry` names the variants; `catalogue` lists known pretrained weights, `weight_files`
 downloads and reads them, `loading` fits them into a model, and `factory.create` puts the two
-together.
+together. `foreign` makes torchvision's and timm's classifiers ("tv:NAME", "timm:NAME") models of
+the same kind.
 """
 
 from . import specs as _specs  # noqa: F401  (fills the registry)
 from .catalogue import Weights, get_weights, list_weights
 from .ensemble import Ensemble
 from .factory import create, model_from_weights
+from .foreign import ForeignSpec, list_foreign
 from .loading import LoadReport, load_weights
 from .registry import (
     ModelEntry,
@@ -29,6 +31,7 @@ from .wrappers import unwrap
 
 __all__ = [
     "Ensemble",
+    "ForeignSpec",
     "LoadReport",
     "ModelEntry",
     "ResNet",
@@ -43,6 +46,7 @@ __all__ = [
     "create",
     "get_entry",
     "get_weights",
+    "list_foreign",
     "list_models",
     "list_weights",
     "load_weights",

@@ -3,6 +3,8 @@
 Data only: torchvision's, timm's and Keras' ResNet weights (where they are downloaded from, their
 hash, eval preprocessing, accuracy, recipe and licence) and the look-ups `list_weights` and
 `get_weights`. Downloading and reading the files is `weight_files`; loading them is `loading`.
+The weights of torchvision's and timm's other classifiers ("tv:NAME", "timm:NAME" models) are
+read from torchvision's Weights enums and timm's pretrained cfgs when asked for.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +24,14 @@ from ..normalization import (
     INCEPTION_MEAN,
     INCEPTION_STD,
 )
+from .foreign import ForeignSpec, is_foreign, parse
 
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 INCEPTION = (INCEPTION_MEAN, INCEPTION_STD)
 FASHION_MNIST = "fashion-mnist"
 SOURCES = ("torchvision", "timm", "keras")  # the catalogue's prefixes: "torchvision:TAG", ...
+ALIASES = {"tv": "torchvision"}  # "tv:efficientnet_b0.IMAGENET1K_V1" is torchvision's
+HUB_HASH = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's file-name hash: a SHA-256 prefix
 
 
 @dataclass(frozen=True)
@@ -437,8 +443,10 @@ def list_weights(pattern: str = "*") -> list[str]:
 
 
 def is_catalogue_spec(spec: str) -> bool:
-    """True when `spec` names catalogued weights ("torchvision:...", "timm:...", "keras:...")."""
-    return spec.split(":", 1)[0].strip().lower() in SOURCES
+    """True when `spec` names catalogued weights ("torchvision:...", "tv:...", "timm:...",
+    "keras:...")."""
+    prefix = spec.split(":", 1)[0].strip().lower()
+    return prefix in SOURCES or prefix in ALIASES
 
 
 def _keras_weights(spec: str, tag: str, arch: str | None) -> Weights:
@@ -453,17 +461,43 @@ def _keras_weights(spec: str, tag: str, arch: str | None) -> Weights:
     return w
 
 
+def _split_tag(tag: str) -> tuple[str | None, str]:
+    """`(arch or None, tag)` of "ARCH.TAG", "TAG" or torchvision's "ResNet50_Weights.TAG"."""
+    if "_Weights." in tag:  # torchvision's own spelling, ResNet50_Weights.IMAGENET1K_V2
+        tag_arch, tag = tag.split("_Weights.", 1)
+        return tag_arch.lower(), tag
+    if "." in tag:
+        tag_arch, tag = tag.split(".", 1)
+        return tag_arch, tag
+    return None, tag
+
+
+def _library_net(source: str, arch: str) -> ForeignSpec | None:
+    """The torchvision / timm net "SOURCE:ARCH.TAG" weights are for, where the catalogue has no
+    entry of ours for ARCH and the library has a net of that name."""
+    if any(w.source == source and w.arch == arch for w in WEIGHTS.values()):
+        return None
+    prefix = "tv" if source == "torchvision" else "timm"
+    try:
+        return parse(f"{prefix}:{arch}")
+    except ResNetError:
+        return None
+
+
 def get_weights(spec: str, arch: str | None = None) -> Weights:
     """The catalogue entry a spec names.
 
     Args:
         spec: "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT" (needs `arch`),
             "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k", "timm:a1_in1k"
-            (needs `arch`), or "keras:resnet50" (Keras' names: resnet50 ... resnet152v2).
-        arch: the model the weights are for.
+            (needs `arch`), or "keras:resnet50" (Keras' names: resnet50 ... resnet152v2). For
+            torchvision's and timm's other nets: "torchvision:efficientnet_b0.IMAGENET1K_V1"
+            ("tv:" works too), "timm:efficientnet_b0.ra_in1k", or DEFAULT with the net as `arch`.
+        arch: the model the weights are for (a registered name, or "tv:NAME" / "timm:NAME").
     """
     source, _, tag = spec.partition(":")
     source = source.strip().lower()
+    source = ALIASES.get(source, source)
     if source not in SOURCES or not tag:
         raise ResNetError(
             f"unknown weights {spec!r}: use torchvision:TAG, timm:ARCH.TAG, keras:NAME, a file "
@@ -471,15 +505,13 @@ def get_weights(spec: str, arch: str | None = None) -> Weights:
         )
     if source == "keras":
         return _keras_weights(spec, tag, arch)
-    if "." in tag and not tag.startswith("ResNet"):
-        tag_arch, tag = tag.split(".", 1)
-    elif "_Weights." in tag:  # torchvision's own spelling, ResNet50_Weights.IMAGENET1K_V2
-        tag_arch, tag = tag.split("_Weights.", 1)
-        tag_arch = tag_arch.lower()
-    else:
-        tag_arch = None
+    tag_arch, tag = _split_tag(tag.strip())
+    if arch and is_foreign(arch):
+        return _foreign_weights(spec, source, tag_arch, tag, parse(arch))
     if tag_arch and arch and tag_arch != arch:
         raise ResNetError(f"{spec} are weights for {tag_arch}, not for {arch}")
+    if tag_arch and not arch and (net := _library_net(source, tag_arch)):
+        return _foreign_weights(spec, source, tag_arch, tag, net)
     arch = tag_arch or arch
     if arch is None:
         raise ResNetError(f"weights {spec!r} name no model: write {source}:ARCH.{tag}")
@@ -498,3 +530,114 @@ def get_weights(spec: str, arch: str | None = None) -> Weights:
         hint = f"known for {arch}: {', '.join(known)}" if known else f"{source} has none for {arch}"
         raise ResNetError(f"unknown weights {name}; {hint}")
     return WEIGHTS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The weights of torchvision's and timm's other classifiers, read from the libraries when asked.
+
+
+def _foreign_weights(
+    spec: str, source: str, tag_arch: str | None, tag: str, net: ForeignSpec
+) -> Weights:
+    """The weights `spec` names for the torchvision / timm net `net`."""
+    if net.library != source:
+        raise ResNetError(f"{spec} are {source} weights; {net.arch} is a {net.library} model")
+    if tag_arch and tag_arch.lower() != net.name.lower():
+        raise ResNetError(f"{spec} are weights for {source}:{tag_arch}, not for {net.arch}")
+    return _torchvision_weights(net, tag) if net.source == "tv" else _timm_weights(net, tag)
+
+
+def _torchvision_weights(net: ForeignSpec, tag: str) -> Weights:
+    """An entry from torchvision's Weights enum: its URL, the SHA-256 prefix in its file name
+    (what torchvision's loader checks), its eval transform, categories and accuracy."""
+    import torchvision  # heavy: only when a tv: net's weights are asked for
+
+    try:
+        enum = torchvision.models.get_model_weights(net.name)
+    except ValueError:
+        raise ResNetError(f"torchvision publishes no weights for {net.arch}") from None
+    try:
+        w = enum[tag.strip().upper()]
+    except KeyError:
+        known = ", ".join([m.name for m in enum] + ["DEFAULT"])
+        raise ResNetError(
+            f"unknown weights torchvision:{net.name}.{tag}; known for {net.arch}: {known}"
+        ) from None
+    filename = w.url.rsplit("/", 1)[-1]
+    digest = HUB_HASH.search(filename)
+    t = w.transforms()
+    metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    norm = (tuple(t.mean), tuple(t.std))
+    return Weights(
+        name=f"torchvision:{net.name}.{w.name}",
+        arch=net.arch,
+        source="torchvision",
+        url=w.url,
+        filename=filename,
+        sha256=digest.group(1) if digest else None,
+        num_classes=len(w.meta["categories"]),
+        categories=tuple(w.meta["categories"]),
+        preprocessing=_pre(crop, resize, t.interpolation.value, norm),
+        top1=metrics.get("acc@1"),
+        top5=metrics.get("acc@5"),
+        recipe=w.meta.get("recipe", ""),
+        licence=w.meta.get("license") or "BSD-3-Clause (torchvision)",
+    )
+
+
+def _timm_cfg(net: ForeignSpec, tag: str):
+    """timm's pretrained cfg for `net` and `tag` (DEFAULT: timm's default tag)."""
+    from timm.models import get_pretrained_cfg  # optional: only for a timm: net's weights
+
+    key = net.name if tag.upper() == "DEFAULT" else f"{net.name}.{tag}"
+    try:
+        cfg = get_pretrained_cfg(key)
+    except RuntimeError:
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        import timm
+
+        known = ", ".join(n.split(".", 1)[1] for n in timm.list_pretrained(f"{net.name}.*"))
+        raise ResNetError(
+            f"unknown weights timm:{key}; "
+            + (f"known for {net.arch}: {known}" if known else f"timm has none for {net.arch}")
+        )
+    if cfg.custom_load:
+        raise ResNetError(f"timm:{net.name}.{cfg.tag} loads through timm's own converter")
+    return cfg
+
+
+def _timm_weights(net: ForeignSpec, tag: str) -> Weights:
+    """An entry from timm's pretrained cfg: the Hugging Face file (no published hash: the first
+    download's is kept and checked after), or the release URL with its SHA-256 prefix."""
+    cfg = _timm_cfg(net, tag)
+    key = f"{net.name}.{cfg.tag}"
+    if cfg.hf_hub_id:
+        file = cfg.hf_hub_filename or "model.safetensors"
+        url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{file}"
+        filename, digest = f"{key}{os.path.splitext(file)[1]}", None
+    else:
+        url = cfg.url
+        filename = url.rsplit("/", 1)[-1]
+        found = HUB_HASH.search(filename)
+        digest = found.group(1) if found else None
+    size = int(cfg.input_size[-1])
+    pre = _pre(size, math.floor(size / cfg.crop_pct), cfg.interpolation, (cfg.mean, cfg.std)) | {
+        "in_chans": int(cfg.input_size[0])
+    }
+    return Weights(
+        name=f"timm:{key}",
+        arch=net.arch,
+        source="timm",
+        url=url,
+        filename=filename,
+        sha256=digest,
+        num_classes=int(cfg.num_classes),
+        categories="imagenet-1k" if cfg.num_classes == 1000 else "unknown",
+        preprocessing=pre,
+        recipe=cfg.paper_name or cfg.origin_url or _TIMM_RECIPE.get(cfg.tag.split("_")[0], cfg.tag),
+        licence=cfg.license or "",
+        hf_repo=cfg.hf_hub_id,
+        test_size=int(cfg.test_input_size[-1]) if cfg.test_input_size else None,
+    )

@@ -2,7 +2,8 @@
 
 `load_weights(model, source)` accepts torchvision's and timm's key layouts (the same names as
 ours), DDP / compile prefixes, `in_chans` != 3 and a different head, and reads only tensors
-(`weights_only=True` or safetensors). Nothing here imports more than torch at import time.
+(`weights_only=True` or safetensors). A torchvision / timm net (`foreign`) names its own first
+conv and head. Nothing here imports more than torch at import time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ResNetError
+from .foreign import adaptation_keys
 from .weight_files import WeightsSource, open_weights, stem_key
 from .wrappers import unwrap
 
@@ -75,9 +77,12 @@ class LoadReport:
     __str__ = summary
 
 
-def _adapt_stem(state: dict, target: Mapping, report: LoadReport) -> set[str]:
-    """Fits the weights' first conv to the model's; returns the keys left freshly initialised."""
-    stem = stem_key(target)
+def _adapt_stem(
+    state: dict, target: Mapping, report: LoadReport, stem: str | None = None
+) -> set[str]:
+    """Fits the weights' first conv (`stem`, default: ours) to the model's; returns the keys
+    left freshly initialised."""
+    stem = stem or stem_key(target)
     if not (stem and stem in state and state[stem].dim() == 4):
         return set()
     have, want = state[stem].shape[1], target[stem].shape[1]
@@ -97,26 +102,29 @@ def _adapt_stem(state: dict, target: Mapping, report: LoadReport) -> set[str]:
     return set()
 
 
-def _adapt_head(state: dict, target: Mapping, report: LoadReport, strict_head: bool) -> None:
-    """Drops the weights' classifier where the model has none or one of another size."""
+def _adapt_head(
+    state: dict, target: Mapping, report: LoadReport, strict_head: bool, head=HEAD
+) -> None:
+    """Drops the weights' classifier (`head`: its keys, weight first) where the model has none
+    or one of another size."""
     head_shapes = [
-        (tuple(state[k].shape), tuple(target[k].shape)) for k in HEAD if k in state and k in target
+        (tuple(state[k].shape), tuple(target[k].shape)) for k in head if k in state and k in target
     ]
-    no_head = all(k not in target for k in HEAD)
-    if no_head and any(k in state for k in HEAD):
-        for k in HEAD:
+    no_head = all(k not in target for k in head)
+    if no_head and any(k in state for k in head):
+        for k in head:
             state.pop(k, None)
         report.head = "none"
         report.adapted.append("dropped the weights' classifier (the model has no head)")
-    elif any(a != b for a, b in head_shapes) or (not no_head and any(k not in state for k in HEAD)):
-        had = state["fc.weight"].shape[0] if "fc.weight" in state else 0
-        now = target["fc.weight"].shape[0]
+    elif any(a != b for a, b in head_shapes) or (not no_head and any(k not in state for k in head)):
+        had = state[head[0]].shape[0] if head[0] in state else 0
+        now = target[head[0]].shape[0]
         if strict_head:
             raise ResNetError(
                 f"the weights' classifier has {had or 'no'} outputs, the model "
                 f"{now}: pass num_classes={had} or allow a fresh head"
             )
-        for k in HEAD:
+        for k in head:
             state.pop(k, None)
         report.head = "new"
         report.adapted.append(f"new {now}-class head (weights had {had or 'none'})")
@@ -186,10 +194,11 @@ def load_weights(
         report.adapted.append(f"stripped prefix {' and '.join(src.meta['prefixes'])}")
     if src.meta.get("note"):
         report.adapted.append(f"read {src.meta['note']}")
-    fresh = _adapt_stem(state, target, report)
-    _adapt_head(state, target, report, strict_head)
+    stem, head = adaptation_keys(target_model) or (None, HEAD)
+    fresh = _adapt_stem(state, target, report, stem)
+    _adapt_head(state, target, report, strict_head, head)
     if report.head == "new":
-        fresh |= set(HEAD)
+        fresh |= set(head)
     missing, unexpected = _match_keys(state, target, fresh, strict=strict, spec=src.spec, arch=arch)
     for k in unexpected:
         state.pop(k)

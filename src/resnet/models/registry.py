@@ -1,6 +1,8 @@
 """The one registry of named variants: it feeds `create`, `resnet models`, the CLI and the tests.
 
 `build(name)` makes a registered model with fresh weights; `factory.create` adds the weights.
+torchvision's and timm's classifiers ("tv:NAME", "timm:NAME", `foreign`) resolve through the
+same `get_entry` and `build` without being listed one by one: their libraries hold the names.
 """
 
 from __future__ import annotations
@@ -8,16 +10,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import inspect
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import torch
 from torch import nn
 
+from . import foreign
+from .foreign import ForeignSpec
 from .resnet import ResNet, ResNetSpec
 from .video import VideoResNet, VideoResNetSpec
 
-AnySpec = ResNetSpec | VideoResNetSpec
+AnySpec = ResNetSpec | VideoResNetSpec | ForeignSpec
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,12 @@ class ModelEntry:
     @property
     def plain(self) -> bool:
         """True for a net without shortcuts (the plain twin of a residual net)."""
-        return not self.spec.skip
+        return not self.foreign and not self.spec.skip
+
+    @property
+    def foreign(self) -> bool:
+        """True for a torchvision or timm classifier ("tv:NAME", "timm:NAME")."""
+        return isinstance(self.spec, ForeignSpec)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -67,12 +78,29 @@ def _squash(name: str) -> str:
     return canonical_name(name).replace("_", "")
 
 
+@functools.cache
+def _foreign_entry(spec: ForeignSpec) -> ModelEntry:
+    lib = spec.library
+    return ModelEntry(
+        name=spec.arch,
+        spec=spec,
+        family=lib,
+        paper=f"{lib} {version(lib)}",
+        input_size=foreign.default_size(spec),
+        num_classes=1000,
+        depth=0,  # not counted for other libraries' nets
+    )
+
+
 def get_entry(name: str) -> ModelEntry:
-    """The registered variant a name means (case, dashes and underscores forgiven).
+    """The registered variant a name means (case, dashes and underscores forgiven); "tv:NAME"
+    and "timm:NAME" give torchvision's and timm's classifiers.
 
     Raises:
-        ValueError: no such model; the message suggests close names.
+        ValueError: no such model; the message suggests close names (ResNetError for tv:/timm:).
     """
+    if foreign.is_foreign(name):
+        return _foreign_entry(foreign.parse(name))
     key = canonical_name(name)
     if key not in _REGISTRY:  # "ResNet-20", "wrn-28-10", "resnext50-32x4d" name registered nets too
         key = next((n for n in _REGISTRY if _squash(n) == _squash(name)), key)
@@ -104,6 +132,8 @@ def variant_spec(
 ) -> AnySpec:
     """The entry's spec, or its plain twin (`skip=False`) / another shortcut kind."""
     spec = entry.spec
+    if entry.foreign and (skip is not None or shortcut is not None):
+        raise ValueError(f"plain twins and shortcut kinds are for our ResNets, not {entry.name}")
     if skip is not None:
         spec = dataclasses.replace(spec, skip=skip)
     if shortcut is not None:
@@ -111,13 +141,19 @@ def variant_spec(
     return spec
 
 
+def options_for(entry: ModelEntry) -> frozenset[str]:
+    """The constructor options an entry's net takes (`ResNet`'s, or `foreign.OPTIONS`)."""
+    return foreign.OPTIONS if entry.foreign else OPTIONS
+
+
 def check_options(entry: ModelEntry, options: dict) -> None:
-    """Raises TypeError naming the options `ResNet` does not take."""
-    unknown = set(options) - OPTIONS
+    """Raises TypeError naming the options the entry's net does not take."""
+    known = options_for(entry)
+    unknown = set(options) - known
     if unknown:
         raise TypeError(
             f"unknown option(s) for {entry.name}: {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTIONS))}"
+            f"known: {', '.join(sorted(known))}"
         )
 
 
@@ -164,20 +200,26 @@ def build(
         3 if in_chans is None else in_chans,
         **kwargs,
     )
-    model.arch = _arch_name(entry, spec)
+    model.arch = entry.name if entry.foreign else _arch_name(entry, spec)
     return model
 
 
-def model_for_spec(spec: AnySpec, *args, **options) -> ResNet | VideoResNet:
-    """The module a spec describes: `ResNet` (2-D or 3-D) or torchvision-layout `VideoResNet`."""
+def model_for_spec(spec: AnySpec, *args, **options) -> nn.Module:
+    """The module a spec describes: `ResNet` (2-D or 3-D), torchvision-layout `VideoResNet`, or
+    a torchvision / timm classifier (`foreign.build`)."""
+    if isinstance(spec, ForeignSpec):
+        return foreign.build(spec, *args, **options)
     cls = VideoResNet if isinstance(spec, VideoResNetSpec) else ResNet
     return cls(spec, *args, **options)
 
 
 def spec_from_dict(d: dict) -> AnySpec:
-    """The spec a checkpoint recorded (`spec.to_dict()`): video specs carry `kind: video`."""
+    """The spec a checkpoint recorded (`spec.to_dict()`): video specs carry `kind: video`,
+    torchvision / timm nets `kind: foreign`."""
     if d.get("kind") == "video":
         return VideoResNetSpec.from_dict(d)
+    if d.get("kind") == "foreign":
+        return ForeignSpec.from_dict(d)
     return ResNetSpec.from_dict(d)
 
 
@@ -209,19 +251,31 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, ...], in_chans: in
     return counter.get_total_flops() // 2
 
 
-def model_info(name: str) -> dict:
-    """Name, family, depth, parameters and MACs at the native input size, without real weights."""
+def _meta_model(entry: ModelEntry, size: int | tuple[int, ...]) -> nn.Module:
+    """The entry's net on the meta device (a ViT-like foreign net built for `size`)."""
+    if not entry.foreign:
+        with torch.device("meta"):
+            return build(entry.name)
+    options = {}
+    if isinstance(size, int) and foreign.family(entry.spec).small == "size":
+        options["image_size"] = size
+    return foreign.on_meta(entry.spec, **options)
+
+
+def model_info(name: str, input_size: int | tuple[int, ...] | None = None) -> dict:
+    """Name, family, depth, parameters and MACs at `input_size` (default: the net's native
+    size), without real weights. Foreign nets have depth 0 and skips None (not counted)."""
     entry = get_entry(name)
-    with torch.device("meta"):
-        model = build(name)
+    size = input_size or entry.input_size
+    model = _meta_model(entry, size)
     return dict(
         name=entry.name,
         family=entry.family,
         depth=entry.depth,
-        skips=entry.spec.skip,
+        skips=None if entry.foreign else entry.spec.skip,
         params=count_params(model),
-        macs=count_macs(model, entry.input_size),
-        input_size=entry.input_size,
+        macs=count_macs(model, size),
+        input_size=size,
         num_classes=entry.num_classes,
         paper=entry.paper,
     )

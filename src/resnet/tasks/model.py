@@ -16,6 +16,7 @@ from torch import nn
 from ..engine.checkpoint import build_model, load_checkpoint
 from ..errors import ResNetError
 from ..models import get_entry
+from ..models.foreign import is_foreign
 from .config import TASKS, TaskConfig
 from .detection import Detector
 from .segmentation import UNet
@@ -34,6 +35,11 @@ def build_task_model(
     """A Detector or UNet from a training config, or from a checkpoint's `head` + `body`."""
     if head is not None:
         return (Detector if task == "detect" else UNet)(body=body, **head)
+    if is_foreign(cfg.model):
+        raise ResNetError(
+            f"--task {task} builds on this package's ResNets; {cfg.model} (a torchvision / timm "
+            "classifier) trains for classification only"
+        )
     options = dict(weights=cfg.weights, norm=cfg.norm)
     if cfg.small_input:
         options["small_input"] = True
