@@ -108,6 +108,42 @@ def test_export_passes_parity_at_batch_1_and_5_and_keras_opens_it(exported):
     assert np.abs(got - ref).max() <= 1e-3 + 1e-3 * np.abs(ref).max()
 
 
+JAX_CHECK = """
+import sys, numpy as np, keras
+assert keras.backend.backend() == "jax", keras.backend.backend()
+km = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(km.predict(x, verbose=0)))
+"""
+
+
+def test_the_keras_file_runs_on_the_jax_backend(tmp_path):
+    """A JAX user's view: the file written on the torch backend, run by Keras on JAX, gives
+    the same logits (resnet18 with the BGR flip: the ImageNet layout and every layer kind)."""
+    pytest.importorskip("jax")
+    import subprocess
+
+    ckpt, model, pre = _checkpoint(tmp_path, "resnet18")
+    path = export_checkpoint(ckpt, "keras").path
+    views = _photos(3, pre["size"], seed=2)
+    np.save(tmp_path / "x.npy", views.permute(0, 2, 3, 1).numpy())
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_CHECK, str(path), "x.npy", "y.npy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = resnet.export.load_classifier(ckpt).transform()(views)
+    with torch.no_grad():
+        ref = model(ours).numpy()
+    got = np.load(tmp_path / "y.npy")
+    assert np.abs(got - ref).max() <= 1e-3 + 1e-3 * np.abs(ref).max()
+
+
 def test_classes_and_preprocessing_are_in_the_archive(exported):
     with zipfile.ZipFile(exported["result"].path) as z:
         meta = json.loads(z.read("resnet.json"))

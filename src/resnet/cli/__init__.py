@@ -8,7 +8,7 @@ import os
 import sys
 
 from ..errors import ResNetError
-from ..storage import package_versions
+from ..storage import package_versions, write_error
 
 # One module per command under resnet.cli; each defines add_parser(subparsers) and run(args).
 COMMANDS = (
@@ -19,6 +19,7 @@ COMMANDS = (
     "predict",
     "export",
     "benchmark",
+    "compare",
     "experiment",
     "analyze",
     "serve",
@@ -61,4 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"resnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk under a write that is not atomic_write's
+        problem = write_error(e)
+        if problem is None or os.environ.get("RESNET_DEBUG"):
+            raise
+        print(f"resnet {args.command}: error: {problem}", file=sys.stderr)
         return 2

@@ -94,8 +94,10 @@ def run(args) -> int:
         f"resnet serve: {page}{'?token=' + settings.token if settings.token else ''} "
         f"(API docs at {page}docs)"
     )
+    app = create_app(settings)
+    app.state.models.load_all()  # a bad --model is refused in one line, before the port is bound
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",

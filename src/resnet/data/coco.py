@@ -194,8 +194,18 @@ class CocoDataset(torch.utils.data.Dataset):
         boxes, labels, masks = [], [], []
         for a in anns:
             x, y, bw, bh = a["bbox"]
+            if not all(math.isfinite(v) for v in (x, y, bw, bh)):
+                raise ResNetError(
+                    f"{self.params['annotations']}: image {info.get('id')!r} has a box that is "
+                    f"not finite: {a['bbox']}"
+                )
             if bw <= 0 or bh <= 0:
                 continue
+            if a["category_id"] not in self.cat_to_label:
+                raise ResNetError(
+                    f"{self.params['annotations']}: image {info.get('id')!r} has a box of "
+                    f"category {a['category_id']!r}, which 'categories' does not list"
+                )
             boxes.append([x, y, x + bw, y + bh])
             labels.append(self.cat_to_label[a["category_id"]])
             if a.get("segmentation"):

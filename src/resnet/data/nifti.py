@@ -72,6 +72,11 @@ def read_nifti(path: str | Path, *, frame: int = 0, max_voxels: int = DEFAULT_MA
         raise ResNetError(f"{path}: image data truncated or corrupt ({_one_line(e)})") from None
     if data.ndim == 2:
         data = data[:, :, None]
+    if data.ndim != 3:  # a header whose dims disagree with what nibabel decodes
+        raise ResNetError(
+            f"{path}: header shape {'x'.join(map(str, shape))} decodes to {data.ndim}-D data, "
+            "not a 2-D or 3-D image"
+        )
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise ResNetError(f"{path}: {bad:,} NaN or infinite voxels; clean the file first")

@@ -3,8 +3,10 @@
 A checkpoint holds everything `predict`, `val` and `export` need, so they take only its path:
 
     format, version       "resnet-checkpoint", 1
-    arch                  registered name ("resnet20") or "custom"
-    spec, model_options   ResNetSpec.to_dict() and the ResNet constructor options
+    arch                  registered name ("resnet20", "tv:efficientnet_b0") or "custom"
+    spec, model_options   ResNetSpec.to_dict() and the ResNet constructor options (a torchvision
+                          / timm net: ForeignSpec.to_dict(), {"kind": "foreign", "source",
+                          "name"}, and `foreign.build`'s options)
     model                 the state_dict
     classes               class names, in output order
     preprocessing         {"in_chans", "size": [H, W], "mean", "std", "resize", "crop"}

@@ -47,6 +47,24 @@ def setup(device: torch.device) -> bool:
     return True
 
 
+# What Gloo and NCCL say when a collective's peer process is gone (killed, crashed, stuck).
+PEER_LOST = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "for recv operation",
+    "for send operation",
+    "collective operation timeout",
+)
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Whether a collective failed because another process of the group is gone."""
+    if not is_distributed():
+        return False
+    return isinstance(e, dist.DistError) or any(s in str(e).lower() for s in PEER_LOST)
+
+
 def cleanup() -> None:
     """Ends the process group, if any."""
     if is_distributed():

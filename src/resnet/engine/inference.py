@@ -126,6 +126,8 @@ def predict_paths(
     """Top-k classes and probabilities for each image; a bad file is an error unless skip_bad."""
     if top_k < 1:
         raise ResNetError(f"--top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise ResNetError(f"--batch-size must be at least 1, got {batch_size}")
     pre = classifier.preprocessing
     tf = eval_transform(pre)
     k = min(top_k, len(classifier.classes))

@@ -76,10 +76,11 @@ def save_figure(fig, path: str | Path, dpi: float | str | None = 120) -> Path:
     def write(f):
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
 
-    written = atomic_write_bytes(path, write)
-    if fig.canvas.manager is not None:  # a pyplot figure: drop it from pyplot's registry
-        pyplot().close(fig)
-    return written
+    try:
+        return atomic_write_bytes(path, write)
+    finally:  # written or not (a full disk), a pyplot figure leaves pyplot's registry
+        if fig.canvas.manager is not None:
+            pyplot().close(fig)
 
 
 @dataclass(frozen=True)

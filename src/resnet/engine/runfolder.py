@@ -79,6 +79,32 @@ def resume_checkpoint(resume: str | os.PathLike) -> Path:
     return resume / "last.pt" if resume.is_dir() else resume
 
 
+# What a training run rewrites in its folder while it holds the lock (engine.runlock).
+RUN_WRITES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.yaml")
+
+
+def remove_stale_temps(out: Path) -> list[str]:
+    """Deletes the temp files of writes a killed run never finished (`.last.pt.*.tmp` is a
+    checkpoint's size); for the process holding the folder's lock only, the one writer of the
+    files in RUN_WRITES. Returns their names."""
+    stale = [p for name in RUN_WRITES for p in out.glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
+def resume_hint(out: Path, nproc: int = 1) -> str:
+    """How to go on with the run in `out` (trained by `nproc` processes) after it failed:
+    resume it once it has a `last.pt` (an ensemble member: its ensemble), else run the same
+    command again."""
+    procs = f" --nproc {nproc}" if nproc > 1 else ""
+    if is_ensemble_run(out.parent):
+        return f"resume with `resnet train --resume {out.parent}`"
+    if (out / "last.pt").exists():
+        return f"resume with `resnet train --resume {out}{procs}`"
+    return "run the same command again"
+
+
 def resumed_config(
     state: dict,
     ckpt: Path,

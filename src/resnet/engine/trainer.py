@@ -29,7 +29,7 @@ from ..data.loaders import epoch_seed
 from ..data.transforms import mixup_cutmix
 from ..device import autocast, precision_name, resolve_device, resolve_precision
 from ..errors import ResNetError
-from ..storage import write_json
+from ..storage import WriteError, write_json
 from . import distributed, finetune
 from .build import (
     build_model,
@@ -60,7 +60,9 @@ from .report import plot_confusion, plot_curves, write_metrics_csv
 from .runfolder import (
     default_out,
     new_run_problem,
+    remove_stale_temps,
     resume_checkpoint,
+    resume_hint,
     resumed_config,
     with_run_overrides,
 )
@@ -664,16 +666,35 @@ class Trainer:
             with run_lock(self.out) if self.main else contextlib.nullcontext():
                 return self._fit()
         except BaseException as e:
-            self.events.emit(RunError(str(e) or type(e).__name__, type(e).__name__))
-            raise
+            problem = self._outside_problem(e)
+            shown = problem or e
+            self.events.emit(RunError(str(shown) or type(shown).__name__, type(shown).__name__))
+            if problem is None:
+                raise
+            raise problem from None
+
+    def _outside_problem(self, e: BaseException) -> ResNetError | None:
+        """A failure from outside the run as one line with how to go on, else None: a full or
+        read-only disk, or another training process gone (killed, crashed)."""
+        if isinstance(e, WriteError):
+            return e.then(resume_hint(self.out, self.world))
+        if isinstance(e, RuntimeError) and distributed.peer_lost(e):
+            return ResNetError(
+                f"training process {self.rank} of {self.world} lost contact with the others "
+                f"(one was stopped or died): {resume_hint(self.out, self.world)}"
+            )
+        return None
 
     def _fit(self) -> dict:
         """The run itself: config and split files, the epochs, the final evaluation."""
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out)  # half-written files of a killed run: ours to drop
             self.cfg.save(self.out / "config.yaml")
             if self.data.split_record is not None:  # hashed groups only, never raw ids
                 write_json(self.out / "splits.json", self.data.split_record)
+            if self.history:  # resumed: outputs a failed write may have left behind catch up
+                self._write_epoch_outputs()
         self.events.emit(self._run_start_event())
         try:
             epoch = self._epochs()

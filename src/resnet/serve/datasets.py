@@ -45,6 +45,7 @@ from .jobs import RUN_ID
 from .settings import MiB, ServeSettings
 
 META = "dataset.json"
+BUILTIN_IDS = ("fashion-mnist", "composite")  # the ids builtins() can list
 SPLITS = ("train", "val", "test")
 MAX_RATIO = 1000  # uncompressed / compressed size of one member (deflate's own limit is ~1030)
 RATIO_FLOOR = 1 << 20  # members smaller than this are not judged by their ratio
@@ -157,7 +158,7 @@ class DatasetStore:
     def _new_id(self, name: str) -> str:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).stem).strip("-.")[:60] or "dataset"
         ds_id, n = stem, 1
-        while (self.root / ds_id).exists() or ds_id in self.builtins():
+        while (self.root / ds_id).exists() or ds_id in BUILTIN_IDS:  # installed or not
             n += 1
             ds_id = f"{stem}-{n}"
         return ds_id

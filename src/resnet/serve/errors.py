@@ -14,8 +14,9 @@ from ..errors import ResNetError
 log = logging.getLogger("resnet.serve")
 
 
-class ApiError(Exception):
-    """An error with an HTTP status, answered as `{"error": message}`."""
+class ApiError(ResNetError):
+    """A refusal with an HTTP status, answered as `{"error": message}`: a ResNetError (the
+    user's input, not a bug) that names its status; outside a request it is a one-line error."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)

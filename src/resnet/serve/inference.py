@@ -498,9 +498,12 @@ class ModelRegistry:
         self._lazy: dict[str, float] = {}  # run name -> checkpoint mtime when it was loaded
         self._lock = threading.Lock()
         self.accepting = True
+        self.loaded = False  # load_all has run (`resnet serve` runs it before binding the port)
 
     def load_all(self) -> None:
-        """Loads (and warms) every model in `settings.models`; a bad one stops the start."""
+        """Loads (and warms) every model in `settings.models` once; a bad one stops the start."""
+        if self.loaded:
+            return
         for spec in self.settings.models:
             name, path = model_name(spec)
             if not path.exists():
@@ -510,6 +513,7 @@ class ModelRegistry:
             t0 = time.perf_counter()
             self._models[name] = load_served(name, path, self.settings, self.metrics)
             log.info("loaded model %s from %s in %.1f s", name, path, time.perf_counter() - t0)
+        self.loaded = True
 
     def names(self) -> list[str]:
         """The loaded models' names."""

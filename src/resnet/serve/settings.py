@@ -54,6 +54,11 @@ class ServeSettings:
         self.datasets = Path(self.datasets) if self.datasets else self.runs.parent / "datasets"
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        for what, folder in (("runs", self.runs), ("datasets", self.datasets)):
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"--{what} {folder} is a file, not a folder")
         if self.max_batch < 1 or self.max_queue < 1 or self.jobs < 1:
             raise ValueError("max_batch, max_queue and jobs must be at least 1")
         if self.backend not in ("auto", "eager", "onnxruntime", "openvino"):

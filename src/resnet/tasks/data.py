@@ -35,6 +35,11 @@ def build_datasets(cfg: TaskConfig):
         raise ResNetError(f"{cfg.data} holds {len(data)} image; need 2 or more to split")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.data_seed))
     n_val = max(1, round(len(data) * cfg.val_split))
+    if len(data) - n_val < 2:  # a batch of one cannot train batch norm
+        raise ResNetError(
+            f"{cfg.data} holds {len(data)} images: {len(data) - n_val} left to train after "
+            f"{n_val} held out for validation; need 2 or more to train"
+        )
     return Subset(data, order[n_val:].tolist()), Subset(data, order[:n_val].tolist())
 
 

@@ -877,7 +877,7 @@ function downloads(run) {
 
 // Formats offered by the run page's export buttons: [format, label, int8].
 const EXPORTS = [["onnx", "ONNX"], ["onnx", "ONNX int8", true], ["openvino", "OpenVINO"],
-  ["openvino", "OpenVINO int8", true], ["torchscript", "TorchScript"], ["keras", "Keras"]];
+  ["openvino", "OpenVINO int8", true], ["tflite", "LiteRT"], ["torchscript", "TorchScript"], ["keras", "Keras"]];
 
 function showExport(el, answer) {
   const files = answer.files && answer.files.length ? answer.files : [answer];
