@@ -277,6 +277,23 @@ def test_a_budget_run_cut_short_resumes_into_the_same_weights(digits_folder, tmp
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_a_budget_run_killed_in_its_final_evaluation_finishes_on_resume(digits_folder, tmp_path):
+    from resnet.errors import ResNetError
+
+    cfg = small_config(str(digits_folder), tmp_path / "r", epochs=50, time_budget=25)
+    _TenSecondEpochs(cfg, progress=False, log=lambda *a: None).fit()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    with pytest.raises(ResNetError, match="larger --time-budget"):  # finished: nothing to do
+        _TenSecondEpochs(resume=tmp_path / "r", progress=False, log=lambda *a: None)
+    (tmp_path / "r" / "summary.json").unlink()  # as if killed before the final evaluation ended
+    again = _TenSecondEpochs(resume=tmp_path / "r", progress=False, log=lambda *a: None).fit()
+    assert again["epochs"] == summary["epochs"] == 2  # 25 s of 10 s epochs
+    assert any("acc" in k for k in summary)
+    assert {k: again[k] for k in summary if "acc" in k} == {
+        k: v for k, v in summary.items() if "acc" in k
+    }
+
+
 def test_time_flags_take_durations_and_refuse_nonsense(tmp_path):
     from resnet.cli.train import duration
 

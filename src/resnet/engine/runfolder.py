@@ -21,7 +21,7 @@ MANIFEST = "ensemble.json"
 def default_out(cfg: TrainConfig) -> Path:
     """`runs/<model>-<data>`, numbered 2, 3, ... past folders that exist already."""
     data = Path(cfg.data.source).stem if cfg.data.source != "fashion-mnist" else "fashion-mnist"
-    base = Path("runs") / f"{cfg.model.name}-{data}"
+    base = Path("runs") / f"{cfg.model.name.replace(':', '-')}-{data}"  # tv:NAME -> tv-NAME
     out, n = base, 1
     while out.exists():
         n += 1

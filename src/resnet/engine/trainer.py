@@ -398,7 +398,9 @@ class Trainer:
         budget = self.cfg.run.time_budget
         if self.start_epoch == 0:
             return  # stopped inside the first epoch: nothing measured, nothing spent to refuse
-        if budget and self.plan(self.start_epoch) <= self.start_epoch < self.cfg.run.epochs:
+        done = self.plan(self.start_epoch) <= self.start_epoch < self.cfg.run.epochs
+        # Without summary.json the run was stopped in its final evaluation: finish that.
+        if budget and done and (self.out / "summary.json").exists():
             raise ResNetError(
                 f"{self.out} has trained {self.train_seconds:.0f} s of its time budget of "
                 f"{budget:.0f} s; resume with a larger --time-budget (the whole run's training "
