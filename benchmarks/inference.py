@@ -4,7 +4,8 @@ Subjects: resnet50 at 224 px (random weights; torchvision's resnet50 gets the sa
 both compute the same function) and the default Fashion-MNIST model (resnet20, 1x28x28): the
 trained checkpoint when one exists (accuracy and agreement on the test split, int8 calibrated on
 training images), else random weights. Top-1 agreement with fp32 is measured on random crops and
-flips of the photos scikit-learn ships. Writes benchmarks/results/inference.json.
+flips of the photos scikit-learn ships. Writes benchmarks/results/inference.json, with each
+speed goal, the figure measured for it and whether it was met under "goals".
 
     .venv/bin/python benchmarks/inference.py [--checkpoint runs/demo/best.pt] [--modes ...]
 """
@@ -23,6 +24,7 @@ from resnet.export.benchmark import (
     fashion_mnist_split,
     format_table,
     pick_best,
+    pooled,
     run_benchmark,
     subject,
 )
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         default=64,
         help="photo crops for top-1 agreement (default 64)",
     )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         modes=args.modes.split(","),
         min_seconds=args.min_seconds,
         agreement_images=args.agreement_images,
+        rounds=args.rounds,
+        threads=args.threads,
         log=lambda m: print(f"[{time.perf_counter() - t0:5.0f}s] {m}", file=sys.stderr, flush=True),
     )
     if small.test is not None:
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "offline",
         )
         entry["best_strict_random_weights"] = strict
+    result["goals"] = goals(result)
     result["command"] = "python benchmarks/inference.py " + " ".join(argv or sys.argv[1:])
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     result["notes"] = (
@@ -106,11 +113,58 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
+    print(json.dumps(result["goals"], indent=2))
     print(
         f"wrote {args.out} in {result['wall_seconds']:.0f} s (torch threads "
         f"{torch.get_num_threads()})"
     )
     return 0
+
+
+def goals(result: dict) -> dict:
+    """Each speed goal, the figure measured for it in this run, and whether it was met."""
+    out: dict = {}
+    entry = result.get("resnet50", {})
+    best = entry.get("best")
+    ref = entry.get("openvino_int8_reference")
+    if best:
+        row = entry[best["mode"]]
+        out["resnet50_batch1_5x"] = _goal(row["latency_speedup"], 5.0)
+        out["resnet50_batch32_9x"] = _goal(row["throughput_speedup"], 9.0)
+        out["resnet50_agreement_99"] = _goal(best["top1_agreement"], 0.99)
+        out["resnet50_best_mode"] = best["mode"]
+        if ref:
+            out["not_slower_than_openvino_reference_batch1"] = _goal(
+                ref["latency_ms"] / row["latency_ms"], 1.0
+            )
+            out["not_slower_than_openvino_reference_batch32"] = _goal(
+                row["throughput_img_s"] / ref["throughput_img_s"], 1.0
+            )
+    fm = result.get("fashion_mnist_resnet20", {})
+    counts = fm.get("info", {}).get("agreement_images", {})
+    agreeing = [
+        (row["latency_ms"], name)
+        for name, row in fm.items()
+        if name != "info"
+        and not name.startswith("best")
+        and isinstance(row, dict)
+        # the anchor has no agreement of its own: it is the reference
+        and ("top1_agreement" not in row or pooled(row["top1_agreement"], counts) >= 0.99)
+    ]
+    if agreeing:
+        ms, name = min(agreeing)
+        out["fashion_mnist_batch1_0.25ms"] = {
+            "value": ms,
+            "target": 0.25,
+            "met": ms <= 0.25,
+            "mode": name,
+        }
+    return out
+
+
+def _goal(value: float, target: float) -> dict:
+    """{value, target, met}: met when value >= target."""
+    return {"value": round(value, 3), "target": target, "met": bool(value >= target)}
 
 
 if __name__ == "__main__":

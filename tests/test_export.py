@@ -27,9 +27,9 @@ from resnet.models import ResNet, ResNetSpec
 CLASSES = [f"digit{i}" for i in range(10)]
 PRE = make_preprocessing(1, (16, 16), [0.3], [0.4])
 TINY = ResNetSpec("basic", (1, 1, 1), (8, 16, 32), stem="cifar", stem_width=8, shortcut="A")
-# The single-file formats; the OpenVINO IR pair and Keras have their own modules
-# (tests/test_openvino.py, tests/test_keras_export.py).
-FILE_FORMATS = tuple(f for f in FORMATS if f not in ("openvino", "keras"))
+# The single-file formats; the OpenVINO IR pair, Keras and LiteRT have their own modules
+# (tests/test_openvino.py, tests/test_keras_export.py, tests/test_litert.py).
+FILE_FORMATS = tuple(f for f in FORMATS if f not in ("openvino", "keras", "tflite"))
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:

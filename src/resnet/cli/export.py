@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from ..export import FORMATS, export_checkpoint
+from ..engine.checkpoint import load_model_or_ensemble
+from ..errors import ResNetError
+from ..export import FORMATS, auto, export_checkpoint
+from ..export.fast import openvino_precision
+from ..export.openvino import set_inference_precision
 
 
 def add_parser(sub) -> None:
@@ -20,7 +25,14 @@ def add_parser(sub) -> None:
         "eager model's (max |diff|, top-1 agreement). A parity failure writes nothing and exits 2.",
     )
     p.add_argument("checkpoint", help="a resnet checkpoint (.pt), run folder or ensemble folder")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
+    p.add_argument("--format", choices=FORMATS, help="default: onnx")
+    p.add_argument(
+        "--backend",
+        choices=("auto",),
+        help="auto: export to the format of the fastest CPU mode that agrees with fp32 on this "
+        "machine (measured once per checkpoint and cached; int8 calibrated on its training "
+        "images)",
+    )
     p.add_argument(
         "--out",
         help="output file (default: beside the checkpoint; OpenVINO: the .xml, its .bin beside it)",
@@ -63,8 +75,27 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _auto_format(args) -> str | None:
+    """With --backend auto: sets args.format / args.int8 to the picked mode's and returns the
+    OpenVINO inference precision to record (None: the default)."""
+    if args.backend != "auto":
+        args.format = args.format or "onnx"
+        return None
+    if args.format or args.int8:
+        raise ResNetError("--backend auto picks the format and int8 itself: drop --format/--int8")
+    model, state = load_model_or_ensemble(args.checkpoint)
+    choice, cached = auto.choose_for_checkpoint(args.checkpoint, model, state)
+    print(choice.line(cached), file=sys.stderr)
+    if choice.mode not in auto.EXPORT_FORMAT:
+        raise ResNetError(f"no export format runs {choice.mode}; export with --format")
+    args.format, args.int8 = auto.EXPORT_FORMAT[choice.mode]
+    precision = openvino_precision(choice.mode) if args.format == "openvino" else "f32"
+    return None if precision == "f32" else precision
+
+
 def run(args) -> int:
     """Exports the checkpoint, parity-checked, and prints what was written."""
+    precision = _auto_format(args)
     result = export_checkpoint(
         args.checkpoint,
         args.format,
@@ -78,6 +109,8 @@ def run(args) -> int:
         calibration=args.calibration,
         calibration_images=args.calibration_images,
     )
+    if precision:
+        set_inference_precision(result.path, precision)
     if args.json:
         print(
             json.dumps(

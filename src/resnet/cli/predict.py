@@ -39,10 +39,12 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime", "openvino", "keras"),
-        help="torch, onnxruntime, openvino or keras (default: the file's own; .onnx runs in "
-        "onnxruntime, an OpenVINO .xml in openvino, a .keras file in Keras; a checkpoint is "
-        "exported in memory and parity-checked first)",
+        choices=("torch", "onnxruntime", "openvino", "keras", "litert", "auto"),
+        help="torch, onnxruntime, openvino, keras or litert (default: the file's own; .onnx runs "
+        "in onnxruntime, an OpenVINO .xml in openvino, a .keras file in Keras, a .tflite in "
+        "LiteRT; a checkpoint is "
+        "exported in memory and parity-checked first); auto: the fastest CPU mode that agrees "
+        "with fp32 on this machine, measured once per checkpoint and cached",
     )
     p.add_argument(
         "--cam",
@@ -74,7 +76,7 @@ def load_classifier(args):
     if len(args.inputs) < 2:
         raise ResNetError("give a checkpoint and at least one image (or --weights NAME)")
     if (
-        args.backend in ("onnxruntime", "openvino", "keras")
+        args.backend in ("onnxruntime", "openvino", "keras", "litert", "auto")
         or detect_format(args.inputs[0]) != "checkpoint"
     ):
         return load_any(args.inputs[0], backend=args.backend), args.inputs[1:]

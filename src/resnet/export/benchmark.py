@@ -128,8 +128,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
-        "onnxruntime": _version("onnxruntime"),
-        "openvino": _version("openvino"),
+        "onnxruntime": runtime_version("onnxruntime"),
+        "openvino": runtime_version("openvino"),
         "bf16_native": cpu_has_bf16(),
         "avx512_vnni": "avx512_vnni" in flags,
         "amx": "amx_tile" in flags,
@@ -137,7 +137,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _version(package: str) -> str | None:
+def runtime_version(package: str) -> str | None:
     """An optional runtime's installed version (ONNX Runtime, OpenVINO), or None."""
     try:  # read from the package metadata: importing the runtime only for this costs seconds
         return version(package)
@@ -262,10 +262,10 @@ def _logits(
     return torch.cat(out)
 
 
-def _top1(
+def top1(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 32
 ) -> torch.Tensor:
-    """Top-1 classes of `x` (see `_logits`)."""
+    """Top-1 classes of `x`, in full batches of `batch_size` (the last one padded)."""
     return _logits(fn, x, batch_size).argmax(1)
 
 
@@ -317,7 +317,7 @@ def run_benchmark(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }
-    modes = [m for m in modes if m not in ("bf16", "compile_bf16") or cpu_has_bf16()]
+    modes = [m for m in modes if COMPUTE_DTYPE.get(m) != "bf16" or cpu_has_bf16()]
     plan = _Plan(
         modes=modes,
         batch_sizes=batch_sizes,
@@ -422,31 +422,57 @@ def _prepare_modes(
         else:
             if name in ONNX_BASED and onnx_fp32 is None:  # one export for ORT and OpenVINO
                 onnx_fp32 = onnx_bytes(s.model, photos[:2], dynamic_batch=True)
-            fn = build(
-                s.model,
-                name,
-                example=photos,
-                calibration=calibration,
-                threads=plan.threads,
-                onnx_model=onnx_fp32,
-            )
+            try:
+                fn = build(
+                    s.model,
+                    name,
+                    example=photos,
+                    calibration=calibration,
+                    threads=plan.threads,
+                    onnx_model=onnx_fp32,
+                )
+            except ResNetError as e:  # a missing package, an unsupported CPU: noted, skipped
+                entry["info"].setdefault("unavailable", {})[name] = str(e)
+                plan.log(f"{s.label} {name}: unavailable: {e}")
+                plan.bar.update(1)
+                continue
         for b in plan.batch_sizes:  # compile / first-call costs stay out of the timings
             for _ in range(2 if name == "compile_bf16" else 1):
                 fn(inputs[b])
         row: dict[str, Any] = {"prepare_s": round(time.perf_counter() - t0, 2)}
         if name != s.anchor_name or s.anchor is not None:
-            preds = {k: _top1(fn, v, plan.big) for k, v in sets.items()}
+            preds = {k: top1(fn, v, plan.big) for k, v in sets.items()}
             row["top1_agreement"] = {
                 k: round(float((preds[k] == refs[k]).float().mean()), 4) for k in sets
             }
         else:
-            preds = {"test": _top1(fn, s.test[0], plan.big)} if s.test is not None else {}
+            preds = {"test": top1(fn, s.test[0], plan.big)} if s.test is not None else {}
         if s.test is not None:
             row["test_accuracy"] = round(float((preds["test"] == s.test[1]).float().mean()), 4)
         runners[name] = fn
         entry[name] = row
         plan.bar.update(1)
     return runners
+
+
+def time_interleaved(
+    runners: dict[str, Callable[[torch.Tensor], Any]],
+    x: torch.Tensor,
+    min_seconds: float,
+    rounds: int = 3,
+) -> dict[str, list[float]]:
+    """Seconds per call of each runner on `x`, one figure per round: each round calls every
+    runner in turn for `min_seconds / rounds`, so load from other processes on a shared machine
+    falls on all of them alike."""
+    per_call: dict[str, list[float]] = {n: [] for n in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            calls, t0 = 0, time.perf_counter()
+            while calls == 0 or time.perf_counter() - t0 < min_seconds / rounds:
+                fn(x)
+                calls += 1
+            per_call[name].append((time.perf_counter() - t0) / calls)
+    return per_call
 
 
 def _time_modes(
@@ -460,14 +486,7 @@ def _time_modes(
     other processes on a shared machine falls on all modes alike."""
     for b in plan.batch_sizes:
         plan.bar.set_description(f"{s.label}: timing batch {b}")
-        per_call: dict[str, list[float]] = {n: [] for n in runners}
-        for _ in range(plan.rounds):
-            for name, fn in runners.items():
-                calls, t0 = 0, time.perf_counter()
-                while calls == 0 or time.perf_counter() - t0 < plan.min_seconds / plan.rounds:
-                    fn(inputs[b])
-                    calls += 1
-                per_call[name].append((time.perf_counter() - t0) / calls)
+        per_call = time_interleaved(runners, inputs[b], plan.min_seconds, plan.rounds)
         for name, times in per_call.items():
             med = statistics.median(times)
             entry[name][f"batch{b}"] = {
@@ -603,6 +622,8 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{row['throughput_img_s']:>9.1f}{row.get('throughput_speedup', 1.0):>7.2f}"
                 f"{big['gflops']:>9.1f}{big['fraction_of_peak']:>7.1%}  {agree}"
             )
+        for name, why in entry["info"].get("unavailable", {}).items():
+            lines.append(f"  {name:<24}unavailable: {why}")
         for key in ("best", "best_strict_random_weights"):
             b = entry.get(key)
             if b:

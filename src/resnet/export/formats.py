@@ -1,5 +1,5 @@
 """`resnet export`'s engine: a checkpoint to ONNX / TorchScript / ExportedProgram / OpenVINO IR /
-Keras, parity-checked on real images before the file is written."""
+Keras / LiteRT (.tflite), parity-checked on real images before the file is written."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
 from ..storage import atomic_write_bytes
 from . import keras_export, program
+from . import litert as litert_export
 from . import onnx as onnx_export
 from . import openvino as openvino_export
 from .metadata import make_metadata
@@ -24,13 +25,14 @@ from .quantize import quantize_onnx
 from .samples import calibration_images as calibration_images_of
 from .samples import fashion_mnist_split, real_inputs
 
-FORMATS = ("onnx", "torchscript", "exported-program", "openvino", "keras")
+FORMATS = ("onnx", "torchscript", "exported-program", "openvino", "keras", "tflite")
 SUFFIXES = {
     "onnx": ".onnx",
     "torchscript": ".torchscript.pt",
     "exported-program": ".pt2",
     "openvino": ".openvino.xml",  # and its weights beside it: .openvino.bin
     "keras": ".keras",
+    "tflite": ".tflite",
 }
 RUNTIMES = {
     "onnx": "onnxruntime",
@@ -38,13 +40,16 @@ RUNTIMES = {
     "exported-program": "torch.export.load",
     "openvino": "openvino CPU",
     "keras": "keras.saving.load_model",
+    "tflite": "ai-edge-litert",
 }
-INT8_FORMATS = ("onnx", "openvino")
+INT8_FORMATS = ("onnx", "openvino", "tflite")
 INT8_METHODS = {
     "onnx": "onnxruntime static QDQ, int8 weights per channel, uint8 activations, "
     "MinMax calibration",
     "openvino": "NNCF post-training quantization, int8 weights per channel and activations, "
     "full bias correction, first convolution and classifier kept fp32",
+    "tflite": "ai-edge-quantizer static_wi8_ai8, int8 weights per channel, int8 activations, "
+    "input and output, MinMax calibration",
 }
 
 
@@ -103,6 +108,8 @@ def serialize(
         )
     if opset is not None:
         raise ResNetError("--opset applies to ONNX only")
+    if fmt == "tflite":  # always batch 1 (see litert's module note): the runner loops
+        return litert_export.tflite_bytes(model, example[:1], metadata)
     if fmt == "keras":
         return keras_export.keras_bytes(model, metadata or {})
     if fmt == "torchscript":
@@ -117,10 +124,13 @@ def load_serialized(
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
     """`(callable: input batch -> logits, metadata)` for an exported model's bytes or file.
 
-    `threads`: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: all cores).
+    `threads`: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: all cores),
+    or LiteRT's XNNPACK threads (None: torch.get_num_threads()).
     """
     if fmt == "openvino":
         return openvino_export.load(data, threads)
+    if fmt == "tflite":
+        return litert_export.load(data, threads)
     if fmt == "onnx":
         return (
             onnx_export.OrtRunner(onnx_export.session(data, threads)),
@@ -158,7 +168,8 @@ def _check_request(
         raise ResNetError(f"need at least one image for the parity check (got {num_images})")
     if int8 and fmt not in INT8_FORMATS:
         raise ResNetError(
-            "--int8 needs --format onnx (ONNX Runtime static quantization) or openvino (NNCF)"
+            "--int8 needs --format onnx (ONNX Runtime static quantization), openvino (NNCF) "
+            "or tflite (ai-edge-quantizer)"
         )
     if fmt == "openvino":  # before any work: a missing package or a bad name fails at once
         openvino_export.require_openvino()
@@ -166,6 +177,8 @@ def _check_request(
             openvino_export.require_nncf()
     if fmt == "keras":
         keras_export.require_keras()
+    if fmt == "tflite":
+        litert_export.require_litert(convert=True)
     path = Path(out) if out else default_output(checkpoint, fmt, int8)
     if path.is_dir():
         raise ResNetError(f"output {path} is a folder")
@@ -220,32 +233,34 @@ def export_checkpoint(
     """Exports a resnet checkpoint, checks parity on real images, then writes the file atomically.
 
     The exported bytes are loaded back in their runtime (ONNX Runtime, `torch.jit.load`,
-    `torch.export.load`, OpenVINO's CPU plugin, `keras.saving.load_model`) and compared with the
-    eager model on `num_images` real images (the given `images`, or crops of the bundled sample
-    photos) fed at batch 1 and 5 (batch-1 only when the batch is fixed). Only a passing export
-    is written; a failing one raises ParityError and leaves any existing file (or IR pair) at
-    `out` untouched.
+    `torch.export.load`, OpenVINO's CPU plugin, `keras.saving.load_model`, ai-edge-litert's
+    Interpreter) and compared with the eager model on `num_images` real images (the given
+    `images`, or crops of the bundled sample photos) fed at batch 1 and 5 (batch-1 only when
+    the batch is fixed). Only a passing export is written; a failing one raises ParityError
+    and leaves any existing file (or IR pair) at `out` untouched.
 
     Args:
         checkpoint: a resnet checkpoint file, run folder or ensemble folder (exported as one
             graph whose output is the log of the members' mean probability).
         fmt: "onnx", "torchscript", "exported-program", "openvino" (an IR: `out` is its
             .xml, the .bin is written beside it; converted from the ONNX export, so `opset`
-            and `exporter` apply too) or "keras" (a .keras archive of a Keras functional
-            model that takes NHWC RGB in [0, 1]; see `keras_export`).
+            and `exporter` apply too), "keras" (a .keras archive of a Keras functional
+            model that takes NHWC RGB in [0, 1]; see `keras_export`) or "tflite" (a LiteRT
+            flatbuffer converted by litert-torch, batch fixed at 1; see `litert`).
         out: output path; default beside the checkpoint (best.pt -> best.onnx,
-            best.torchscript.pt, best.pt2, best.openvino.xml, best.keras; best.int8.onnx,
-            best.int8.openvino.xml with `int8`).
-        dynamic_batch: symbolic batch dimension (TorchScript and Keras are always batch-free).
+            best.torchscript.pt, best.pt2, best.openvino.xml, best.keras, best.tflite;
+            best.int8.onnx, best.int8.openvino.xml, best.int8.tflite with `int8`).
+        dynamic_batch: symbolic batch dimension (TorchScript and Keras are always batch-free;
+            a .tflite is always batch 1, its parity still checked at batch 1 and 5).
         opset: ONNX opset (None: the exporter's default).
         images: image files for the parity check.
         num_images: images in the parity check.
         exporter: ONNX exporter, "dynamo" or "legacy".
         atol, rtol: parity tolerance on logits: atol + rtol * max |logit|.
-        int8: ONNX and OpenVINO: static int8 quantization (ONNX Runtime QDQ, or NNCF for
-            OpenVINO) calibrated on training images; parity then means top-1 agreement >=
-            `min_int8_agreement` on held-out images (the test split for Fashion-MNIST, else
-            `images` or the sample photos).
+        int8: ONNX, OpenVINO and LiteRT: static int8 quantization (ONNX Runtime QDQ, NNCF
+            for OpenVINO, ai-edge-quantizer for LiteRT) calibrated on training images;
+            parity then means top-1 agreement >= `min_int8_agreement` on held-out images
+            (the test split for Fashion-MNIST, else `images` or the sample photos).
         calibration: "fashion-mnist" or a folder of training images; default: the data source
             recorded in the checkpoint's training config.
         calibration_images: how many training images calibrate the int8 ranges.
@@ -255,7 +270,11 @@ def export_checkpoint(
     model, state = load_model_or_ensemble(checkpoint)  # an ensemble folder: one graph of all
     if fmt == "keras":  # before any images are read: an unsupported net is one line
         keras_export.check_supported(model, str(state.get("arch", "the model")))
-    dynamic = dynamic_batch or fmt in ("torchscript", "keras")
+    if fmt == "tflite":
+        litert_export.check_supported(model, str(state.get("arch", "the model")))
+    # TorchScript and Keras are always batch-free; a .tflite is always batch 1 (its runner
+    # feeds larger batches image by image).
+    dynamic = (dynamic_batch or fmt in ("torchscript", "keras")) and fmt != "tflite"
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]
     source = _int8_source(calibration, state, meta, calibration_images, fmt) if int8 else None
@@ -276,6 +295,8 @@ def export_checkpoint(
         calibration_set = calibration_images_of(source, pre, calibration_images)
         if fmt == "openvino":
             data = openvino_export.quantize_ir(data, calibration_set)
+        elif fmt == "tflite":
+            data = litert_export.quantize_tflite(data, calibration_set)
         else:
             data = quantize_onnx(data, calibration_set)
     run, read_meta = load_serialized(fmt, data)
@@ -290,7 +311,7 @@ def export_checkpoint(
         run,
         x,
         runtime=runtime,
-        batch_sizes=(1, 5) if dynamic else (1,),
+        batch_sizes=(1, 5) if dynamic or fmt == "tflite" else (1,),
         atol=atol,
         rtol=rtol,
         min_agreement=min_int8_agreement if int8 else None,

@@ -71,9 +71,9 @@ def decode(text: str | bytes, where: str) -> dict[str, Any]:
 
 
 def detect_format(path: str | Path) -> str:
-    """ "checkpoint", "onnx", "torchscript", "exported-program", "openvino" (an IR's .xml) or
-    "keras" (a .keras zip), from the file's contents (and an .xml's name: a bad one is refused
-    when it is read)."""
+    """ "checkpoint", "onnx", "torchscript", "exported-program", "openvino" (an IR's .xml),
+    "keras" (a .keras zip) or "tflite" (a LiteRT flatbuffer), from the file's contents (and an
+    .xml's or .tflite's name: a bad one is refused when it is read)."""
     path = Path(path)
     if not path.exists():
         raise ResNetError(f"model file not found: {path}")
@@ -82,6 +82,8 @@ def detect_format(path: str | Path) -> str:
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             head = f.read(64)
+        if head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":  # flatbuffer identifier
+            return "tflite"
         if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head.lower()):
             return "onnx"
         if path.suffix.lower() == ".xml" or head.lstrip().startswith((b"<?xml", b"<net")):

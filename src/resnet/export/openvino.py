@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .metadata import decode
 
 RT_SECTION = "resnet"  # rt_info keys: resnet/classes, resnet/preprocessing, resnet/metadata, ...
 WEIGHTS_KEY = "weights_sha256"
+PRECISION_KEY = "inference_precision"  # rt_info: the precision `load` compiles in (default f32)
 # An IR's .xml opens with an optional XML declaration (and comments), then its <net> element.
 _IR_HEAD = re.compile(rb"^\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.S)
 # Where `ir_bytes` records the SHA-256 of the .bin in the .xml's rt_info section.
@@ -229,27 +231,95 @@ def write_ir(path: str | os.PathLike, ir: IR) -> Path:
     return path
 
 
-def compile_model(model, threads: int | None = None):
-    """An `openvino.CompiledModel` on the CPU, computing in f32 (see the module note), with
-    `threads` inference threads (None: OpenVINO's default, all cores)."""
+def compile_model(
+    model, threads: int | None = None, precision: str = "f32", hint: str | None = None
+):
+    """An `openvino.CompiledModel` on the CPU.
+
+    Args:
+        model: an `openvino.Model`.
+        threads: inference threads (None: OpenVINO's default, all cores).
+        precision: INFERENCE_PRECISION_HINT, "f32" (default, see the module note) or "bf16"
+            (AMX / AVX-512 BF16; refused on a CPU without them).
+        hint: PERFORMANCE_HINT, "LATENCY" or "THROUGHPUT" (None: OpenVINO's default).
+    """
     ov = require_openvino()
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if precision == "bf16" and "BF16" not in _cpu_capabilities(ov):
+        raise ResNetError(
+            "OpenVINO bf16 needs a CPU with AVX-512 BF16 or AMX (this one has neither)"
+        )
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    if hint:
+        config["PERFORMANCE_HINT"] = hint
     try:
         return ov.Core().compile_model(model, "CPU", config)
     except Exception as e:  # noqa: BLE001
         raise ResNetError(f"OpenVINO cannot compile the model: {_message(e)}") from None
 
 
-class OVRunner:
-    """Calls a compiled OpenVINO model like a module: float tensor in, float32 logits out."""
+def _cpu_capabilities(ov) -> list[str]:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES (FP32, BF16, INT8, ...)."""
+    try:
+        return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 - an older plugin without the property
+        return []
 
-    def __init__(self, compiled):
+
+class OVRunner:
+    """Calls a compiled OpenVINO model like a module: float tensor in, float32 logits out.
+
+    With `batch_compiled` (the same model, dynamic batch, compiled with the THROUGHPUT hint and
+    several streams), a batch of two or more images is split across the streams and run in
+    parallel: each stream runs on its own cores without synchronising with the others, which
+    beat one request on all cores at batch 32 (BENCHMARKS.md). Batch 1 then runs on
+    `compiled`, which may be compiled for batch 1 only (static shapes run a little faster).
+    """
+
+    def __init__(self, compiled, batch_compiled=None):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
-        dim = compiled.inputs[0].get_partial_shape()[0]
+        dim = (batch_compiled or compiled).inputs[0].get_partial_shape()[0]
         self.fixed_batch = dim.get_length() if dim.is_static else None
+        self.queue, self.streams, self._outputs = None, 1, {}
+        if batch_compiled is not None and self.fixed_batch is None:
+            ov = require_openvino()
+            self.streams = int(batch_compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self.queue = ov.AsyncInferQueue(batch_compiled, self.streams)
+            self.queue.set_callback(self._keep)
+
+    def tune(self, example: torch.Tensor, candidates=(), seconds: float = 0.2) -> int:
+        """Keeps for batch 1 whichever ran `example[:1]` fastest here: `compiled` or one of
+        `candidates` (other compiles of the same model, e.g. on fewer threads: on this 2-core
+        machine a small net's batch 1 ran ~2x faster on one thread than on two, whose
+        per-layer waits cost more than the work). Returns the index picked (0: `compiled`)."""
+        x = example[:1].detach().to(torch.float32).contiguous().numpy()
+        requests = [self.request] + [c.create_infer_request() for c in candidates]
+        best = [float("inf")] * len(requests)
+        for _ in range(3):  # interleaved rounds, best of each
+            for i, request in enumerate(requests):
+                calls, t0 = 0, time.perf_counter()
+                while calls < 2 or time.perf_counter() - t0 < seconds / (3 * len(requests)):
+                    request.infer({0: x}, share_inputs=True)
+                    calls += 1
+                best[i] = min(best[i], (time.perf_counter() - t0) / calls)
+        pick = best.index(min(best))
+        self.request = requests[pick]
+        return pick
+
+    def _keep(self, request, index: int) -> None:
+        """AsyncInferQueue callback: copies a finished chunk's logits out of its request."""
+        self._outputs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+    def _split(self, x: np.ndarray) -> np.ndarray:
+        """Logits of `x` run as one chunk per stream, in parallel."""
+        self._outputs = {}
+        chunks = np.array_split(x, min(self.streams, len(x)))
+        for i, chunk in enumerate(chunks):
+            self.queue.start_async({0: chunk}, userdata=i, share_inputs=True)
+        self.queue.wait_all()
+        return np.concatenate([self._outputs[i] for i in range(len(chunks))])
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Float32 logits of `batch` (refused when its size differs from a fixed batch)."""
@@ -259,16 +329,40 @@ class OVRunner:
                 f"this OpenVINO model has a fixed batch size of {self.fixed_batch} "
                 f"(got {x.shape[0]}); re-export with --dynamic-batch"
             )
-        out = self.request.infer({0: x})[0]  # a copy: the request's buffer is reused
+        if self.queue is not None and len(x) > 1:
+            return torch.from_numpy(self._split(x))
+        # the input is read in place (the call is synchronous); the output is a copy
+        out = self.request.infer({0: x}, share_inputs=True)[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
+def with_batch_one(model):
+    """A copy of an `openvino.Model` with its batch dimension fixed to 1."""
+    shape = model.inputs[0].get_partial_shape()
+    shape[0] = 1
+    one = model.clone()
+    one.reshape({one.inputs[0]: shape})
+    return one
+
+
 def load(source: IR | str | os.PathLike, threads: int | None = None) -> tuple[OVRunner, dict]:
-    """`(runner, metadata)` for IR bytes or an .xml file, compiled for the CPU."""
+    """`(runner, metadata)` for IR bytes or an .xml file, compiled for the CPU in the precision
+    its rt_info asks for (`set_inference_precision`; f32 otherwise)."""
     where = "the OpenVINO IR" if isinstance(source, IR) else str(source)
     model = read_model(source)
     meta = read_metadata(model, where)
-    return OVRunner(compile_model(model, threads)), meta
+    precision = _rt_text(model, PRECISION_KEY) or "f32"
+    return OVRunner(compile_model(model, threads, precision)), meta
+
+
+def set_inference_precision(path: str | os.PathLike, precision: str) -> Path:
+    """Rewrites an IR pair so that `load` compiles it in `precision` ("bf16" or "f32"): the
+    graph and weights stay as they are, the request is kept in rt_info."""
+    if precision not in ("f32", "bf16"):
+        raise ResNetError(f"inference precision must be f32 or bf16, not {precision!r}")
+    model = read_model(path)
+    model.set_rt_info(precision, [RT_SECTION, PRECISION_KEY])
+    return write_ir(path, ir_bytes(model))
 
 
 def require_nncf():
@@ -280,14 +374,36 @@ def require_nncf():
     return nncf
 
 
+# The first convolution stays out of int8 only while it is this small a share of the compute.
+FIRST_CONV_SHARE = 0.01
+
+
+def _macs(op) -> int:
+    """Multiply-accumulates per image of a convolution or matmul (0 where shapes are dynamic)."""
+    weights, out = op.input(1).get_partial_shape(), op.output(0).get_partial_shape()
+    if not weights.is_static or out.rank.is_dynamic or any(d.is_dynamic for d in out[1:]):
+        return 0
+    per_output = int(np.prod([d.get_length() for d in weights])) // max(1, weights[0].get_length())
+    return per_output * int(np.prod([d.get_length() for d in out[1:]]))
+
+
 def _end_nodes(model) -> list[str]:
-    """Names of the first convolution and the last matmul (the classifier) of a model."""
-    compute = [
-        op.get_friendly_name()
+    """Names of the layers kept out of int8: the last matmul (the classifier), and the first
+    convolution when it is under FIRST_CONV_SHARE of the multiply-accumulates. On the trained
+    Fashion-MNIST resnet20 (first conv 0.4 % of the compute) keeping it raised top-1 agreement
+    with fp32 from 99.35 to 99.6 %; resnet50's 7x7 stem (2.9 %) ran 3-15 % slower kept."""
+    ops = [
+        op
         for op in model.get_ordered_ops()
         if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
     ]
-    return [compute[0], compute[-1]] if len(compute) > 2 else []
+    if len(ops) <= 2:
+        return []
+    macs = [_macs(op) for op in ops]
+    kept = [ops[-1].get_friendly_name()]
+    if sum(macs) and macs[0] < FIRST_CONV_SHARE * sum(macs):
+        kept.insert(0, ops[0].get_friendly_name())
+    return kept
 
 
 def quantize_ir(
@@ -304,16 +420,14 @@ def quantize_ir(
     Args:
         ir: the fp32 model, with a dynamic batch or batch 1.
         calibration: preprocessed input batch [N, C, H, W]; a few dozen to a few hundred images.
-        keep_ends_fp32: leave the first convolution and the classifier in fp32, as the ONNX
-            Runtime path does (the raw-pixel input and the logits are the most range-sensitive).
+        keep_ends_fp32: leave the classifier, and a cheap first convolution, out of int8
+            (see `_end_nodes`; the raw-pixel input and the logits are the most range-sensitive).
         fast_bias_correction: NNCF's quick bias correction instead of the full one. On the
             tiny digits net of the tests, top-1 agreement with fp32 on 397 held-out digits was
             91 % with NNCF's defaults (fast, all layers), 95 % with the ends kept, 99.5 % with
             the ends kept and the full correction, at no measurable cost in time there.
     """
     nncf = require_nncf()
-    from nncf.common.logging.logger import nncf_logger
-
     if len(calibration) == 0:
         raise ResNetError("int8 quantization needs calibration images (got none)")
     model = read_model(ir)
@@ -322,21 +436,55 @@ def quantize_ir(
     data = nncf.Dataset(
         [calibration[i : i + 1].float().contiguous().numpy() for i in range(len(calibration))]
     )
+    with _quiet_nncf():
+        quantized = nncf.quantize(
+            model,
+            data,
+            subset_size=len(calibration),
+            fast_bias_correction=fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=ends, validate=False),
+        )
+    return ir_bytes(quantized, meta)
+
+
+def reference_int8(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    calibration: torch.Tensor,
+    threads: int | None = None,
+):
+    """OpenVINO's own off-the-shelf int8 pipeline, compiled: `openvino.convert_model` straight
+    from the eager model, `nncf.quantize` with its defaults (all layers, performance preset,
+    fast bias correction), compiled with the CPU plugin's defaults (only the thread count set).
+    The benchmark holds our int8 path to this anchor."""
+    ov, nncf = require_openvino(), require_nncf()
+    if len(calibration) == 0:
+        raise ResNetError("int8 quantization needs calibration images (got none)")
+    try:
+        converted = ov.convert_model(model.eval(), example_input=example[:1])
+    except Exception as e:  # noqa: BLE001 - the PyTorch frontend raises many types
+        raise ResNetError(f"OpenVINO conversion failed: {_message(e)}") from None
+    data = nncf.Dataset([calibration[i : i + 1].float().numpy() for i in range(len(calibration))])
+    with _quiet_nncf():
+        quantized = nncf.quantize(converted, data, subset_size=min(300, len(calibration)))
+    config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+    return ov.Core().compile_model(quantized, "CPU", config)
+
+
+@contextlib.contextmanager
+def _quiet_nncf():
+    """NNCF's progress bars off stdout (which `--json` output must not contain), its log at
+    ERROR, and its failures as one-line ResNetErrors."""
+    from nncf.common.logging.logger import nncf_logger
+
     level = nncf_logger.level
     nncf_logger.setLevel(logging.ERROR)
-    try:  # NNCF draws progress bars on stdout, which `--json` output must not contain
+    try:
         with contextlib.redirect_stdout(io.StringIO()):
-            quantized = nncf.quantize(
-                model,
-                data,
-                subset_size=len(calibration),
-                fast_bias_correction=fast_bias_correction,
-                ignored_scope=nncf.IgnoredScope(names=ends, validate=False),
-            )
+            yield
     except ResNetError:
         raise
     except Exception as e:  # noqa: BLE001 - NNCF errors come in many types
         raise ResNetError(f"NNCF quantization failed: {_message(e)}") from None
     finally:
         nncf_logger.setLevel(level)
-    return ir_bytes(quantized, meta)

@@ -13,24 +13,30 @@ from ..data.scans import scan_samples
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_or_ensemble
 from ..errors import ResNetError
-from . import formats
+from . import auto, formats
 from .metadata import detect_format, make_metadata
 from .parity import check_parity
 from .samples import real_inputs
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "keras")
+BACKENDS = ("torch", "onnxruntime", "openvino", "keras", "litert")
 # The runtime each exported format runs in.
 NATIVE_BACKEND = {
     "onnx": "onnxruntime",
     "openvino": "openvino",
     "keras": "keras",
+    "tflite": "litert",
     "torchscript": "torch",
     "exported-program": "torch",
 }
 
 
 # The format a checkpoint is exported to in memory to run in a backend other than torch.
-_IN_MEMORY = {"onnxruntime": "onnx", "openvino": "openvino", "keras": "keras"}
+_IN_MEMORY = {
+    "onnxruntime": "onnx",
+    "openvino": "openvino",
+    "keras": "keras",
+    "litert": "tflite",  # batch fixed at 1: the runner feeds a batch image by image
+}
 
 
 class Classifier:
@@ -39,8 +45,9 @@ class Classifier:
     Attributes:
         classes: class names in output order.
         preprocessing: the eval preprocessing dict (in_chans, size, mean, std, resize, crop).
-        backend: "torch", "onnxruntime", "openvino" or "keras".
-        source: "checkpoint", "onnx", "torchscript", "exported-program", "openvino" or "keras".
+        backend: "torch", "onnxruntime", "openvino", "keras" or "litert".
+        source: "checkpoint", "onnx", "torchscript", "exported-program", "openvino", "keras" or
+            "tflite".
         model: the eager `nn.Module` when the source is a checkpoint (Grad-CAM needs it), else None.
         temperature: a calibrated model's temperature (metadata "temperature"; 1 otherwise):
             the logits returned are the graph's divided by it, as `resnet predict` on the
@@ -92,30 +99,41 @@ class Classifier:
 
 
 def load_classifier(
-    path: str | os.PathLike, backend: str | None = None, threads: int | None = None
+    path: str | os.PathLike,
+    backend: str | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Classifier:
     """Loads a checkpoint (.pt / run folder) or an exported model (.onnx, TorchScript, .pt2,
-    OpenVINO .xml, .keras).
+    OpenVINO .xml, .keras, .tflite).
 
     Args:
         path: the file (the format is read from its contents, not its name; an OpenVINO IR
             by its .xml, with the .bin beside it).
-        backend: "torch", "onnxruntime", "openvino" or "keras"; None picks the file's own
-            (ONNX -> onnxruntime, OpenVINO IR -> openvino, .keras -> keras, the others ->
-            torch). A checkpoint with another backend is exported in memory (dynamic batch)
-            and checked against the eager model before use.
+        backend: "torch", "onnxruntime", "openvino", "keras" or "litert"; None picks the
+            file's own (ONNX -> onnxruntime, OpenVINO IR -> openvino, .keras -> keras,
+            .tflite -> litert, the others -> torch). A checkpoint with another backend is
+            exported in memory (dynamic batch; LiteRT's batch 1) and checked against the
+            eager model before use.
         threads: ONNX Runtime intra-op threads, or OpenVINO inference threads (None: the
-            runtime's default, all cores).
+            runtime's default, all cores), or LiteRT's (None: torch.get_num_threads()).
+        log: where backend "auto" reports its pick and progress (default: stderr).
+
+    Backend "auto" (a checkpoint): the fastest mode that agrees with fp32 here (see
+    `auto.choose_backend`), measured once per file, CPU, thread count and runtime versions and
+    cached; the Classifier's `choice` attribute holds it. An exported file runs in its own.
 
     Raises:
         ResNetError: unreadable file, or a backend that cannot run this format.
     """
     path = Path(path)
-    if backend is not None and backend not in BACKENDS:
-        raise ResNetError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend is not None and backend not in (*BACKENDS, "auto"):
+        raise ResNetError(f"backend must be one of {', '.join(BACKENDS)} or auto, not {backend!r}")
     source = detect_format(path)
     if source != "checkpoint":
-        return _load_exported(path, source, backend, threads)
+        return _load_exported(path, source, None if backend == "auto" else backend, threads)
+    if backend == "auto":
+        return _load_auto(path, threads, log)
     model, state = load_model_or_ensemble(path)
     meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
     if backend in _IN_MEMORY:
@@ -138,6 +156,26 @@ def load_classifier(
     )
 
 
+def _load_auto(path: Path, threads: int | None, log: Callable[[str], None] | None) -> Classifier:
+    """A checkpoint run in the mode `auto.choose_for_checkpoint` picks (measured or cached)."""
+    model, state = load_model_or_ensemble(path)
+    choice, cached = auto.choose_for_checkpoint(path, model, state, threads=threads, log=log)
+    (log or auto.stderr_log)(choice.line(cached))
+    meta = make_metadata(state, fmt="checkpoint", dynamic_batch=True)
+    classifier = Classifier(
+        auto.build_choice(model, choice, state, threads),
+        classes=meta["classes"],
+        preprocessing=meta["preprocessing"],
+        backend=choice.backend,
+        source="checkpoint",
+        path=path,
+        model=model,
+        metadata=meta,
+    )
+    classifier.choice = choice
+    return classifier
+
+
 def _parity_inputs(pre: dict[str, Any], state: dict[str, Any], n: int) -> torch.Tensor:
     """`n` real inputs to check an in-memory export on: photo crops, or for a scan model the
     scans of its own training data (as `export_checkpoint` takes them)."""
@@ -153,6 +191,7 @@ _FORMAT_NAMES = {
     "torchscript": "a torchscript file",
     "exported-program": "an exported-program file",
     "keras": "a Keras model",
+    "tflite": "a LiteRT (.tflite) model",
 }
 
 
@@ -168,7 +207,7 @@ def _load_exported(path: Path, source: str, backend: str | None, threads: int | 
             f"(export the checkpoint for {backend}, or give the checkpoint with --backend "
             f"{backend})"
         )
-    threads = threads if native in ("onnxruntime", "openvino") else None
+    threads = threads if native in ("onnxruntime", "openvino", "litert") else None
     run, meta = formats.load_serialized(source, path, threads)
     return Classifier(
         run,
