@@ -112,11 +112,13 @@ class BackendChoice:
     def line(self, cached: bool = False) -> str:
         """One line: what was picked and why."""
         where = "cached choice" if cached else "measured now"
-        tried = sum("error" not in r for r in self.table.values())
+        ran = [r for r in self.table.values() if "error" not in r]
+        agreeing = sum(r["agreement"] >= AGREEMENT_TARGET for r in ran)
         return (
             f"backend auto: {self.mode} ({self.backend}), {self.speedup:.1f}x eager fp32 at "
             f"batch 1 ({self.latency_ms:.2f} ms), top-1 agreement {self.agreement:.1%}; "
-            f"fastest of {tried} modes agreeing >= {AGREEMENT_TARGET:.0%} ({where})"
+            f"fastest of the {agreeing} of {len(ran)} modes agreeing >= "
+            f"{AGREEMENT_TARGET:.0%} ({where})"
         )
 
     def to_dict(self) -> dict[str, Any]:
