@@ -134,7 +134,9 @@ def test_export_backend_auto_writes_the_picked_format(trained, counted, tmp_path
     choice, cached = auto.choose_for_checkpoint(ckpt, *load_model_or_ensemble(ckpt))
     assert not cached and counted == [1]
     fmt, int8 = auto.EXPORT_FORMAT[choice.mode]
-    out = tmp_path / ("model.xml" if fmt == "openvino" else "model.bin")
+    from resnet.export.formats import SUFFIXES
+
+    out = tmp_path / ("model" + SUFFIXES[fmt])  # the picked format's own file name
     assert main(["export", str(ckpt), "--backend", "auto", "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["format"] == fmt == detect_format(out)
