@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.validate import validate
+from ..engine.runfolder import is_ensemble_run
+from ..engine.validate import runtime_device, validate
 from ..errors import ResNetError
+from ..export import load_classifier
 from ..tasks import checkpoint_task, evaluate_task
 
 
@@ -52,6 +54,14 @@ def add_parser(sub) -> None:
         "(repeats the figure training reported)",
     )
     p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "openvino", "keras", "litert", "auto"),
+        help="runtime of the forward pass (default torch); another one evaluates the checkpoint "
+        "exported in memory and parity-checked, on the CPU, on the same split; auto: the fastest "
+        "CPU mode that agrees with fp32 here, as `resnet predict --backend auto` picks it",
+    )
+    p.add_argument(
         "--out",
         help="folder for metrics.json and confusion_matrix.png (default: <run folder>/val-<split>)",
     )
@@ -77,6 +87,7 @@ def run(args) -> int:
                 )
     if tasks[0] != "classify":
         return _run_task(args, checkpoints[0], tasks[0])
+    forward, backend = _backend_forward(args)
     metrics = validate(
         checkpoints if len(checkpoints) > 1 else checkpoints[0],
         data=args.data,
@@ -89,6 +100,8 @@ def run(args) -> int:
         device=args.device,
         precision=args.precision,
         threshold=args.threshold,
+        forward=forward,
+        backend=backend,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -97,8 +110,32 @@ def run(args) -> int:
     return 0
 
 
+def _backend_forward(args) -> tuple:
+    """(forward pass, its metrics entry) for --backend: (None, None) for torch; else the
+    checkpoint as `resnet.export.load_classifier` runs it, giving raw logits (the temperature
+    of a calibrated checkpoint is applied later, as for torch)."""
+    if args.backend == "torch":
+        return None, None
+    checkpoint = args.checkpoint[0]
+    if len(args.checkpoint) > 1 or is_ensemble_run(checkpoint):
+        raise ResNetError(
+            f"--backend {args.backend} evaluates one network; evaluate an ensemble with --backend "
+            "torch"
+        )
+    runtime_device(args.device, args.precision)  # refused before the export, not after
+    classifier = load_classifier(checkpoint, backend=args.backend)
+    backend = {"backend": classifier.backend}
+    if args.backend == "auto":
+        backend["backend_mode"] = classifier.choice.mode
+    return lambda x: classifier(x) * classifier.temperature, backend
+
+
 def _run_task(args, checkpoint: str, task: str) -> int:
     """Evaluates a detection or segmentation checkpoint and prints its metrics."""
+    if args.backend != "torch":
+        raise ResNetError(
+            f"--backend {args.backend} applies to classifiers; {checkpoint} is a {task} checkpoint"
+        )
     if args.precision != "fp32" or args.device != "auto":
         raise ResNetError(
             f"--precision and --device apply to classifiers; {checkpoint} is a {task} checkpoint"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..data import eval_loader
 from ..device import precision_name, resolve_device, resolve_precision
@@ -32,6 +34,8 @@ def validate(
     precision: str = "fp32",
     progress: bool = True,
     threshold: float | str | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    backend: dict[str, str] | None = None,
 ) -> dict:
     """Metrics of a checkpoint, run folder, ensemble folder or list of them (their ensemble).
 
@@ -41,9 +45,14 @@ def validate(
 
     `precision`: "fp32" (default), "bf16"/"fp16" (autocast) or "auto": the run's own setting
     (its `run.precision`, resolved on `device` as training resolves it), so the figure repeats
-    the one training reported. `device` "auto" takes the GPU where there is one."""
-    dev = resolve_device(device)
-    model, state = load_model_or_ensemble(checkpoint)
+    the one training reported. `device` "auto" takes the GPU where there is one.
+
+    `forward`: a forward pass run in place of the eager model's (CPU float batch -> raw logits,
+    e.g. the checkpoint exported to another runtime); the split, preprocessing and figures stay
+    the same. It needs `device` "auto" or "cpu" and `precision` "fp32" (`runtime_device`), and
+    one network, not an ensemble. `backend` names what ran it in the metrics (default
+    {"backend": "torch"})."""
+    model, state, dev = _model(checkpoint, device, precision, forward)
     amp_dtype = _amp_dtype(state, precision, dev)
     loader, source, split = split_loader(
         state,
@@ -56,7 +65,7 @@ def validate(
     pre, classes = state["preprocessing"], state["classes"]
     tta, tta_shift = _tta(state, pre, tta, tta_shift)
     logits, labels = collect_logits(
-        model.to(dev),
+        model,
         loader,
         dev,
         amp_dtype=amp_dtype,
@@ -78,7 +87,49 @@ def validate(
     )
     if temperature != 1.0:
         metrics["temperature"] = temperature
+    metrics = {**(backend or {"backend": "torch"}), **metrics}
     return _record(checkpoint, state, split, source, amp_dtype, metrics, out)
+
+
+def runtime_device(device: str, precision: str) -> torch.device:
+    """The CPU, where a forward pass in another runtime is evaluated: refuses a GPU `device`
+    and any `precision` but fp32 (the runtime runs the graph as it was exported)."""
+    if precision != "fp32":
+        raise ResNetError(
+            f"--precision {precision} applies to the torch backend; other backends run the "
+            "exported graph as it is (use --precision fp32)"
+        )
+    if device != "auto" and not device.startswith("cpu"):
+        raise ResNetError(
+            f"--device {device} applies to the torch backend; other backends run on the CPU"
+        )
+    return resolve_device("cpu")
+
+
+class _Forward(nn.Module):
+    """A plain forward callable as the module `collect_logits` runs (no parameters)."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.run = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the batch `x`, from the wrapped callable."""
+        return self.run(x)
+
+
+def _model(checkpoint, device: str, precision: str, forward):
+    """(model on its device, checkpoint dict, device): the eager model, or `forward` wrapped
+    on the CPU (`runtime_device`; refused for an ensemble)."""
+    if forward is None:
+        dev = resolve_device(device)
+        model, state = load_model_or_ensemble(checkpoint)
+        return model.to(dev), state, dev
+    dev = runtime_device(device, precision)
+    _, state = load_model_or_ensemble(checkpoint)
+    if "members" in state:
+        raise ResNetError("an ensemble is evaluated in torch only (its members are separate nets)")
+    return _Forward(forward), state, dev
 
 
 def split_loader(

@@ -47,7 +47,8 @@ INT8_METHODS = {
     "onnx": "onnxruntime static QDQ, int8 weights per channel, uint8 activations, "
     "MinMax calibration",
     "openvino": "NNCF post-training quantization, int8 weights per channel and activations, "
-    "full bias correction, first convolution and classifier kept fp32",
+    "full bias correction, classifier kept out of int8 (and the first convolution when under 1 % "
+    "of the multiply-accumulates)",
     "tflite": "ai-edge-quantizer static_wi8_ai8, int8 weights per channel, int8 activations, "
     "input and output, MinMax calibration",
 }
