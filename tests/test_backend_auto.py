@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from conftest import write_digits_folder
 from test_export import CLASSES, PRE, _digits, train_tiny
+
+# Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
+from tiny_runs import digit_pngs as digit_pngs
+from tiny_runs import digits as digits
+from tiny_runs import one_torch_thread as one_torch_thread
 
 from resnet.cli import main
 from resnet.engine.checkpoint import save_checkpoint
@@ -18,15 +21,6 @@ pytest.importorskip("onnxruntime")
 SMALL_MODES = ("eager_fp32", "channels_last", "onnxruntime_fp32", "onnxruntime_int8")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One PyTorch thread: tiny nets on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
     """Each test caches its choices in its own folder."""
@@ -34,20 +28,14 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return _digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
+def trained(digits, digit_pngs, tmp_path_factory):
     """test_export's tiny ResNet, saved with a folder of digit PNGs as its data source (its
     train/ calibrates int8, its val/ is held out for the agreement)."""
     model, _ = train_tiny(digits, tmp_path_factory)
-    folder = write_digits_folder(tmp_path_factory.mktemp("pngs") / "digits", per_class=10)
     path = tmp_path_factory.mktemp("auto") / "best.pt"
-    config = {"data": {"source": str(folder)}}
+    config = {"data": {"source": str(digit_pngs)}}
     save_checkpoint(path, model, classes=CLASSES, preprocessing=PRE, config=config)
-    return model, path, folder
+    return model, path, digit_pngs
 
 
 @pytest.fixture

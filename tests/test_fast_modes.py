@@ -5,38 +5,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_export import CLASSES, PRE, _digits, train_tiny
+from test_export import CLASSES, PRE
+
+# Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
+from tiny_runs import digits as digits
+from tiny_runs import one_torch_thread as one_torch_thread
+from tiny_runs import trained as trained
 
 from resnet.errors import ResNetError
 from resnet.export import openvino as ove
 from resnet.export import serialize
-from resnet.export.benchmark import time_interleaved, top1
+from resnet.export.benchmark import subject, time_interleaved, top1
 from resnet.export.fast import COMPUTE_DTYPE, MODES, build
+from resnet.models import model_info
 
 ov = pytest.importorskip("openvino")
 
 
 def _has_bf16() -> bool:
     return "BF16" in ove._cpu_capabilities(ov)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One PyTorch thread: tiny nets on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return _digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    return train_tiny(digits, tmp_path_factory)
 
 
 def test_every_mode_has_a_compute_type():
@@ -112,6 +99,14 @@ def test_time_interleaved_gives_one_figure_per_round_for_each_runner():
     x = torch.zeros(2, 3)
     times = time_interleaved({"a": lambda t: t + 1, "b": lambda t: t * 2}, x, 0.01, rounds=3)
     assert set(times) == {"a", "b"} and all(len(v) == 3 and min(v) > 0 for v in times.values())
+
+
+@pytest.mark.parametrize("name", ["tv:mobilenet_v3_small", "tv:regnet_y_400mf"])
+def test_benchmark_subject_counts_the_macs_of_torchvision_nets(name):
+    # RegNet's builder reads tensor values, so its weightless copy is made another way
+    s = subject(name, image_size=32)
+    assert s.macs == model_info(name, 32)["macs"] > 0
+    assert s.preprocessing["size"] == [32, 32]
 
 
 def test_benchmark_notes_a_mode_that_cannot_run_and_times_the_rest(trained, monkeypatch):

@@ -8,8 +8,13 @@ import sys
 
 import pytest
 import torch
-from conftest import write_digits_folder
-from test_export import CLASSES, PRE, _digits, train_tiny
+from test_export import CLASSES, PRE
+
+# Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
+from tiny_runs import digit_pngs as digit_pngs
+from tiny_runs import digits as digits
+from tiny_runs import one_torch_thread as one_torch_thread
+from tiny_runs import trained as trained
 
 from resnet.cli import main
 from resnet.data.cohort import write_cohort
@@ -17,33 +22,6 @@ from resnet.errors import ResNetError
 from resnet.export import detect_format, load_classifier, load_serialized
 
 ov = pytest.importorskip("openvino")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One PyTorch thread: these nets are tiny, and two threads spinning against other
-    processes on a shared 2-core machine made training here ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return _digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """test_export's tiny ResNet, trained the same way."""
-    return train_tiny(digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def digit_pngs(tmp_path_factory):
-    """Digits as PNG class folders: train/ calibrates int8, val/ is held out."""
-    return write_digits_folder(tmp_path_factory.mktemp("pngs") / "digits", per_class=10)
 
 
 def export_json(capsys, *argv: str) -> dict:

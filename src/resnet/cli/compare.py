@@ -7,7 +7,7 @@ import argparse
 
 from ..compare import ComparePlan, compare
 from ..errors import ResNetError
-from .train import _data_flags, _optim_flags, config_from_args, duration
+from .train import config_from_args, data_flags, duration, optim_flags
 
 # With --time-budget alone, epochs only caps the plan: as many as fit the budget.
 BUDGET_EPOCH_CAP = 10_000
@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
         argument_default=None,
     )
     _what_flags(p.add_argument_group("what"))
-    _data_flags(p.add_argument_group("data (shared by every run)"))
-    _optim_flags(p.add_argument_group("optimisation (shared by every run)"))
+    data_flags(p.add_argument_group("data (shared by every run)"))
+    optim_flags(p.add_argument_group("optimisation (shared by every run)"))
     _run_flags(p.add_argument_group("run"))
     p.set_defaults(run=run, model=None)
 

@@ -103,8 +103,8 @@ def add_parser(sub) -> None:
         argument_default=None,
     )
     _what_flags(p.add_argument_group("what"))
-    _data_flags(p.add_argument_group("data"))
-    _optim_flags(p.add_argument_group("optimisation"))
+    data_flags(p.add_argument_group("data"))
+    optim_flags(p.add_argument_group("optimisation"))
     _finetune_flags(p.add_argument_group("fine-tuning"))
     _run_flags(p.add_argument_group("run"))
     p.set_defaults(run=run)
@@ -152,7 +152,9 @@ def _what_flags(g) -> None:
     )
 
 
-def _data_flags(d) -> None:
+def data_flags(d) -> None:
+    """Adds the data flags (split, subset, augmentation, sampling) to the argument group `d`;
+    `resnet compare` shares them."""
     d.add_argument("--val-split", type=float, help="held-out fraction when there is no val split")
     d.add_argument("--subset", type=int, help="train on the first N (stratified) images")
     d.add_argument("--augment", choices=PRESETS)
@@ -253,7 +255,9 @@ def _scan_flags(d) -> None:
     )
 
 
-def _optim_flags(o) -> None:
+def optim_flags(o) -> None:
+    """Adds the optimisation flags (optimiser, rates, schedule, regularisation) to the argument
+    group `o`; `resnet compare` shares them."""
     o.add_argument(
         "--optimizer",
         choices=["sgd", "adamw", "muon"],

@@ -27,7 +27,7 @@ from ..data.transforms import make_preprocessing
 from ..device import cpu_has_bf16
 from ..engine.checkpoint import load_model
 from ..errors import ResNetError
-from ..models import ResNet, count_macs, create, get_entry
+from ..models import ForeignSpec, count_macs, create, foreign, get_entry, model_for_spec
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .fast import COMPUTE_DTYPE, MODES, ONNX_BASED, build, cpu_flags
 from .onnx import onnx_bytes, session
@@ -178,8 +178,12 @@ def subject(
     h, w = pre["size"]
     if h != w:
         raise ResNetError("the benchmark needs square inputs")
-    with torch.device("meta"):  # count on a weightless copy: no compute, no memory
-        shadow = ResNet(model.spec, **model.options)
+    # Count on a weightless (meta) copy of whatever kind of net this is: no compute, no memory.
+    if isinstance(model.spec, ForeignSpec):  # also builders that read tensor values (RegNet)
+        shadow = foreign.on_meta(model.spec, **model.options)
+    else:
+        with torch.device("meta"):
+            shadow = model_for_spec(model.spec, **model.options)
     s = Subject(
         label=label,
         model=model.eval(),
