@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from test_export import CLASSES, PRE
@@ -118,6 +119,53 @@ def test_int8_agrees_with_fp32_on_held_out_digits(int8, trained, digits):
     got = clf(x).argmax(1)
     assert (got == ref).float().mean() >= 0.95
     assert (got == y).float().mean() >= (ref == y).float().mean() - 0.03
+
+
+def test_embedded_preprocessing_takes_uint8_pixels(trained, digits, digit_pngs, tmp_path, capsys):
+    """The IR with the preprocessing inside takes uint8 NHWC pixels straight from a decoder
+    and gives eager's logits for the same pixels; our own tools still run it from floats."""
+    from resnet.export import openvino as ove
+
+    model, ckpt = trained
+    out = tmp_path / "pixels.xml"
+    got = export_json(
+        capsys,
+        str(ckpt),
+        "--format",
+        "openvino",
+        "--embed-preprocessing",
+        "--out",
+        str(out),
+        "--num-images",
+        "6",
+    )
+    assert got["path"] == str(out)
+    ir = ov.Core().read_model(str(out))
+    assert ir.inputs[0].get_element_type() == ov.Type.u8
+    assert [d.get_length() for d in ir.inputs[0].get_partial_shape()[1:]] == [16, 16, 1]
+    x = ove.on_pixel_grid(digits[0][1400:1405], PRE)  # eager sees the same 8-bit pixels
+    pixels = ove.to_pixels(x, PRE)
+    assert pixels.dtype == np.uint8 and pixels.shape == (5, 16, 16, 1)
+    compiled = ove.compile_model(ir)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(compiled(pixels)[0], want, atol=1e-4, rtol=1e-4)
+    clf = load_classifier(out)  # normalised floats in, as predict and val feed them
+    assert clf.metadata["pixel_input"] is True
+    np.testing.assert_allclose(clf(x).numpy(), want, atol=1e-4, rtol=1e-4)
+    images = [str(p) for p in sorted((digit_pngs / "val").rglob("*.png"))[:4]]
+    eager = predict_json(capsys, str(ckpt), *images)
+    from_ir = predict_json(capsys, str(out), *images)
+    for e, a in zip(eager, from_ir, strict=True):
+        assert a["predictions"][0]["class"] == e["predictions"][0]["class"]
+
+
+def test_embedded_preprocessing_is_refused_outside_openvino(trained, tmp_path, capsys):
+    _, ckpt = trained
+    capsys.readouterr()
+    assert main(["export", str(ckpt), "--format", "onnx", "--embed-preprocessing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["resnet export: error: --embed-preprocessing applies to --format openvino"]
 
 
 def test_parity_failure_writes_nothing_and_keeps_the_old_pair(

@@ -60,8 +60,15 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="ONNX (ONNX Runtime static QDQ) or OpenVINO (NNCF): int8 quantization calibrated "
-        "on training images; parity = top-1 agreement >= 95 %% on held-out images",
+        help="ONNX (ONNX Runtime static QDQ), OpenVINO (NNCF) or tflite (ai-edge-quantizer): "
+        "int8 quantization calibrated on training images; parity = top-1 agreement >= 95 %% "
+        "on held-out images",
+    )
+    p.add_argument(
+        "--embed-preprocessing",
+        action="store_true",
+        help="OpenVINO: the IR takes uint8 RGB pixels [N, H, W, C] at the model's size and "
+        "normalises them itself (a deployment feeds decoded frames as they are)",
     )
     p.add_argument(
         "--calibration",
@@ -108,6 +115,7 @@ def run(args) -> int:
         int8=args.int8,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
+        embed_preprocessing=args.embed_preprocessing,
     )
     if precision:
         set_inference_precision(result.path, precision)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,7 +156,9 @@ def build(
         ir = openvino_export.ir_bytes(openvino_export.from_onnx(onnx_model))
         if mode == "openvino_int8":
             ir = openvino_export.quantize_ir(ir, calibration)
-        return Runner(_openvino_runner(ir, threads, mode, example), mode)
+        model = openvino_export.read_model(ir)
+        precision = openvino_precision(mode)
+        return Runner(openvino_export.runner(model, threads, precision, example), mode)
     if mode == "onnxruntime_int8":
         onnx_model = quantize_onnx(onnx_model, calibration)
     return Runner(onnx_export.OrtRunner(onnx_export.session(onnx_model, threads)), mode)
@@ -165,26 +166,9 @@ def build(
 
 def openvino_precision(mode: str) -> str:
     """The inference precision an OpenVINO mode compiles in: bf16 for openvino_bf16, and for
-    openvino_int8 where the CPU computes bf16 natively (its unquantized layers); else f32."""
+    openvino_int8 where the CPU computes bf16 natively (its unquantized layers: the
+    classifier, a cheap first convolution; on a trained Fashion-MNIST resnet20 that kept
+    99.65 % top-1 agreement with fp32, f32 99.6 %); else f32."""
     if mode == "openvino_bf16" or (mode == "openvino_int8" and cpu_has_bf16()):
         return "bf16"
     return "f32"
-
-
-def _openvino_runner(
-    ir: openvino_export.IR, threads: int | None, mode: str, example: torch.Tensor
-) -> openvino_export.OVRunner:
-    """An OVRunner for `ir`: batches of two or more split across the streams of a THROUGHPUT-
-    hint compile; batch 1 on a LATENCY-hint compile for batch 1, on all threads or on one,
-    whichever ran `example` faster here (`OVRunner.tune`). openvino_int8 computes what stays
-    unquantized (the classifier, a cheap first convolution) in bf16 where the CPU has it: on a
-    trained Fashion-MNIST resnet20 that kept 99.65 % top-1 agreement with fp32 (f32: 99.6 %)."""
-    precision = openvino_precision(mode)
-    model = openvino_export.read_model(ir)
-    one = openvino_export.with_batch_one(model)
-    latency = openvino_export.compile_model(one, threads, precision, "LATENCY")
-    batch = openvino_export.compile_model(model, threads, precision, "THROUGHPUT")
-    runner = openvino_export.OVRunner(latency, batch)
-    if (threads or os.cpu_count() or 1) > 1:
-        runner.tune(example, [openvino_export.compile_model(one, 1, precision, "LATENCY")])
-    return runner

@@ -146,10 +146,13 @@ def load_serialized(
     raise ResNetError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def default_output(checkpoint: str | os.PathLike, fmt: str, int8: bool = False) -> Path:
-    """Where an export goes by default: beside the checkpoint, or in the run folder."""
+def default_output(
+    checkpoint: str | os.PathLike, fmt: str, int8: bool = False, pixels: bool = False
+) -> Path:
+    """Where an export goes by default: beside the checkpoint, or in the run folder
+    (`.int8` and `.pixels`, embedded preprocessing, in the name where they apply)."""
     path = Path(checkpoint)
-    suffix = (".int8" if int8 else "") + SUFFIXES[fmt]
+    suffix = (".int8" if int8 else "") + (".pixels" if pixels else "") + SUFFIXES[fmt]
     if path.is_dir():
         return path / ("model" + suffix)
     return path.with_name(path.name.removesuffix(".pt") + suffix)
@@ -161,10 +164,13 @@ def _check_request(
     out: str | os.PathLike | None,
     num_images: int,
     int8: bool,
+    pixels: bool = False,
 ) -> Path:
     """Refuses an export request that cannot work; returns the output path."""
     if fmt not in FORMATS:
         raise ResNetError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if pixels and fmt != "openvino":
+        raise ResNetError("--embed-preprocessing applies to --format openvino")
     if num_images < 1:
         raise ResNetError(f"need at least one image for the parity check (got {num_images})")
     if int8 and fmt not in INT8_FORMATS:
@@ -180,7 +186,7 @@ def _check_request(
         keras_export.require_keras()
     if fmt == "tflite":
         litert_export.require_litert(convert=True)
-    path = Path(out) if out else default_output(checkpoint, fmt, int8)
+    path = Path(out) if out else default_output(checkpoint, fmt, int8, pixels)
     if path.is_dir():
         raise ResNetError(f"output {path} is a folder")
     if fmt == "openvino" and path.suffix.lower() != ".xml":
@@ -230,6 +236,7 @@ def export_checkpoint(
     calibration: str | os.PathLike | None = None,
     calibration_images: int = 256,
     min_int8_agreement: float = 0.95,
+    embed_preprocessing: bool = False,
 ) -> ExportResult:
     """Exports a resnet checkpoint, checks parity on real images, then writes the file atomically.
 
@@ -266,8 +273,12 @@ def export_checkpoint(
             recorded in the checkpoint's training config.
         calibration_images: how many training images calibrate the int8 ranges.
         min_int8_agreement: with `int8`, the top-1 agreement with the eager model to pass.
+        embed_preprocessing: OpenVINO only: the IR takes uint8 RGB pixels [N, H, W, C] at
+            the model's size and normalises them in the graph (`openvino.embed_preprocessing`);
+            the parity images are then snapped to 8-bit pixels for eager too.
     """
-    path = _check_request(checkpoint, fmt, out, num_images, int8)
+    pixels = embed_preprocessing
+    path = _check_request(checkpoint, fmt, out, num_images, int8, pixels)
     model, state = load_model_or_ensemble(checkpoint)  # an ensemble folder: one graph of all
     if fmt == "keras":  # before any images are read: an unsupported net is one line
         keras_export.check_supported(model, str(state.get("arch", "the model")))
@@ -288,6 +299,11 @@ def export_checkpoint(
         x = fashion_mnist_split(pre, "test", max(num_images, 64))[0]  # held out from calibration
     else:
         x = real_inputs(pre, num_images, images)
+    if pixels:
+        if pre.get("scan"):
+            raise ResNetError("--embed-preprocessing applies to 2-D image models, not scans")
+        meta[openvino_export.PIXEL_INPUT] = True
+        x = openvino_export.on_pixel_grid(x, pre)
     example = x[:2] if dynamic else x[:1]
     data = serialize(
         model, fmt, example, dynamic_batch=dynamic, opset=opset, metadata=meta, exporter=exporter
@@ -300,6 +316,8 @@ def export_checkpoint(
             data = litert_export.quantize_tflite(data, calibration_set)
         else:
             data = quantize_onnx(data, calibration_set)
+    if pixels:
+        data = openvino_export.embed_preprocessing(data, pre)
     run, read_meta = load_serialized(fmt, data)
     if (
         read_meta.get("classes") != meta["classes"]

@@ -277,8 +277,9 @@ class OVRunner:
     `compiled`, which may be compiled for batch 1 only (static shapes run a little faster).
     """
 
-    def __init__(self, compiled, batch_compiled=None):
+    def __init__(self, compiled, batch_compiled=None, pixels: dict[str, Any] | None = None):
         self.compiled = compiled
+        self.pixels = pixels  # the preprocessing of an IR that takes uint8 pixels (embedded)
         self.request = compiled.create_infer_request()
         dim = (batch_compiled or compiled).inputs[0].get_partial_shape()[0]
         self.fixed_batch = dim.get_length() if dim.is_static else None
@@ -294,7 +295,7 @@ class OVRunner:
         `candidates` (other compiles of the same model, e.g. on fewer threads: on this 2-core
         machine a small net's batch 1 ran ~2x faster on one thread than on two, whose
         per-layer waits cost more than the work). Returns the index picked (0: `compiled`)."""
-        x = example[:1].detach().to(torch.float32).contiguous().numpy()
+        x = self._input(example[:1])
         requests = [self.request] + [c.create_infer_request() for c in candidates]
         best = [float("inf")] * len(requests)
         for _ in range(3):  # interleaved rounds, best of each
@@ -321,9 +322,19 @@ class OVRunner:
         self.queue.wait_all()
         return np.concatenate([self._outputs[i] for i in range(len(chunks))])
 
+    def _input(self, batch: torch.Tensor) -> np.ndarray:
+        """What the compiled model takes: float32 [N, C, H, W]; for an IR with embedded
+        preprocessing, uint8 pixels [N, H, W, C] (given as such, or recovered from a
+        normalised float batch)."""
+        if self.pixels is None:
+            return batch.detach().to(torch.float32).contiguous().numpy()
+        if batch.dtype == torch.uint8:
+            return batch.detach().contiguous().numpy()
+        return to_pixels(batch, self.pixels)
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Float32 logits of `batch` (refused when its size differs from a fixed batch)."""
-        x = batch.detach().to(torch.float32).contiguous().numpy()
+        x = self._input(batch)
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             raise ResNetError(
                 f"this OpenVINO model has a fixed batch size of {self.fixed_batch} "
@@ -336,6 +347,67 @@ class OVRunner:
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
+# metadata["pixel_input"]: the IR takes uint8 pixels [N, H, W, C] and normalises them itself.
+PIXEL_INPUT = "pixel_input"
+
+
+def embed_preprocessing(ir: IR, preprocessing: dict[str, Any]) -> IR:
+    """The IR with its preprocessing inside the graph: it takes what image decoders give,
+    uint8 pixels [N, H, W, C] in RGB (grey: C = 1), already resized to the model's size, and
+    converts, reorders (BGR weights) and normalises them itself (OpenVINO's PrePostProcessor).
+
+    A deployment then hands decoded frames straight to OpenVINO: no float copy, no
+    normalisation pass in Python, and the CPU plugin folds the scale and shift into the first
+    layer's quantization where the model is int8. `metadata["pixel_input"]` marks the file;
+    `load` accepts our usual normalised float batches for it too (they are turned back into
+    pixels), so predict, val and the parity check run it unchanged.
+    """
+    ov = require_openvino()
+    from openvino.preprocess import PrePostProcessor
+
+    if preprocessing.get("scan"):
+        raise ResNetError("--embed-preprocessing applies to 2-D image models, not scans")
+    model = read_model(ir)
+    meta = read_metadata(model) if _rt_text(model, "metadata") else None  # kept when there
+    ppp = PrePostProcessor(model)
+    put = ppp.input()
+    put.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    put.model().set_layout(ov.Layout("NCHW"))
+    steps = put.preprocess().convert_element_type(ov.Type.f32)
+    if str(preprocessing.get("channel_order") or "rgb").lower() == "bgr":
+        steps.reverse_channels()
+    steps.mean([255.0 * m for m in preprocessing["mean"]])
+    steps.scale([255.0 * s for s in preprocessing["std"]])
+    try:
+        fused = ppp.build()
+    except Exception as e:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors
+        raise ResNetError(f"OpenVINO cannot embed the preprocessing: {_message(e)}") from None
+    return ir_bytes(fused, meta and meta | {PIXEL_INPUT: True})
+
+
+def to_pixels(batch: torch.Tensor, preprocessing: dict[str, Any]) -> np.ndarray:
+    """A normalised float batch [N, C, H, W] back as the uint8 RGB pixels [N, H, W, C] an IR
+    with embedded preprocessing takes (the inverse of the eval transform's normalisation)."""
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    x = batch.detach().float() * std + mean
+    if str(preprocessing.get("channel_order") or "rgb").lower() == "bgr":
+        x = x.flip(1)  # the graph takes RGB and reorders itself
+    pixels = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def on_pixel_grid(batch: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """`batch` (normalised float [N, C, H, W]) with each value moved to the nearest 8-bit
+    pixel's: what eager sees is then exactly what an IR with embedded preprocessing is fed."""
+    pixels = torch.from_numpy(to_pixels(batch, preprocessing)).permute(0, 3, 1, 2).float()
+    if str(preprocessing.get("channel_order") or "rgb").lower() == "bgr":
+        pixels = pixels.flip(1)
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return (pixels / 255.0 - mean) / std
+
+
 def with_batch_one(model):
     """A copy of an `openvino.Model` with its batch dimension fixed to 1."""
     shape = model.inputs[0].get_partial_shape()
@@ -345,14 +417,56 @@ def with_batch_one(model):
     return one
 
 
+def runner(
+    model,
+    threads: int | None = None,
+    precision: str = "f32",
+    example: torch.Tensor | None = None,
+    pixels: dict[str, Any] | None = None,
+) -> OVRunner:
+    """An OVRunner for an `openvino.Model` on the CPU.
+
+    With a dynamic batch, batches of two or more are split across the streams of a
+    THROUGHPUT-hint compile, and batch 1 runs on a LATENCY-hint compile for batch 1, on all
+    `threads` or on one, whichever ran `example` (default: a blank input of the model's shape)
+    faster here (`OVRunner.tune`). A fixed batch is one LATENCY-hint compile.
+
+    Args:
+        model: the model (fp32, bf16 or int8 IR read by `read_model`).
+        threads: inference threads (None: all cores).
+        precision: "f32" or "bf16" (see `compile_model`).
+        example: an input batch for the tuning (normalised float, or pixels).
+        pixels: the preprocessing of an IR with embedded preprocessing (`embed_preprocessing`).
+    """
+    if model.inputs[0].get_partial_shape()[0].is_static:
+        return OVRunner(compile_model(model, threads, precision, "LATENCY"), pixels=pixels)
+    one = with_batch_one(model)
+    latency = compile_model(one, threads, precision, "LATENCY")
+    batch = compile_model(model, threads, precision, "THROUGHPUT")
+    run = OVRunner(latency, batch, pixels)
+    if (threads or os.cpu_count() or 1) > 1:
+        if example is None:
+            example = _blank_input(one)
+        run.tune(example, [compile_model(one, 1, precision, "LATENCY")])
+    return run
+
+
+def _blank_input(model) -> torch.Tensor:
+    """Zeros of a batch-1 model's input shape and type (pixels stay uint8)."""
+    shape = [d.get_length() for d in model.inputs[0].get_partial_shape()]
+    u8 = model.inputs[0].get_element_type().get_type_name() == "u8"
+    return torch.zeros(shape, dtype=torch.uint8 if u8 else torch.float32)
+
+
 def load(source: IR | str | os.PathLike, threads: int | None = None) -> tuple[OVRunner, dict]:
-    """`(runner, metadata)` for IR bytes or an .xml file, compiled for the CPU in the precision
-    its rt_info asks for (`set_inference_precision`; f32 otherwise)."""
+    """`(runner, metadata)` for IR bytes or an .xml file (see `runner`), compiled for the CPU
+    in the precision its rt_info asks for (`set_inference_precision`; f32 otherwise)."""
     where = "the OpenVINO IR" if isinstance(source, IR) else str(source)
     model = read_model(source)
     meta = read_metadata(model, where)
     precision = _rt_text(model, PRECISION_KEY) or "f32"
-    return OVRunner(compile_model(model, threads, precision)), meta
+    pixels = meta["preprocessing"] if meta.get(PIXEL_INPUT) else None
+    return runner(model, threads, precision, pixels=pixels), meta
 
 
 def set_inference_precision(path: str | os.PathLike, precision: str) -> Path:
