@@ -76,3 +76,20 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
     assert main([*args, "--epochs", "1", "--out", str(blocker / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write to the run folder" in err[0]
+
+
+def test_a_full_disk_says_free_space_not_pick_another_folder(tmp_path, monkeypatch):
+    import errno
+
+    import resnet.engine.runlock as runlock
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runlock.os, "open", full)
+    with pytest.raises(ResNetError) as e, run_lock(tmp_path / "run"):
+        pass
+    assert str(e.value) == (
+        f"cannot write to the run folder {tmp_path / 'run'}: no space left on device; "
+        "free space or pick another --out"
+    )

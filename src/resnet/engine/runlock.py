@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ResNetError
+from ..storage import DISK_PROBLEMS
 
 LOCK = ".lock"
 
@@ -81,9 +82,9 @@ def run_lock(folder: Path):
         check_free(folder)
         raise ResNetError(f"{folder}: another process took the run folder's lock") from None
     except OSError as e:
-        raise ResNetError(
-            f"cannot write to the run folder {folder}: {e.strerror or e}; pick a writable --out"
-        ) from None
+        problem, fix = DISK_PROBLEMS.get(e.errno, (e.strerror or str(e), None))
+        advice = f"{fix} or pick another --out" if fix else "pick a writable --out"
+        raise ResNetError(f"cannot write to the run folder {folder}: {problem}; {advice}") from None
     try:
         yield
     finally:
