@@ -154,6 +154,10 @@ def test_upload_train_stream_and_inspect_a_run(client, tmp_path):
     got = [client.get(f["download"]) for f in ir.json()["files"]]
     assert got[0].content.lstrip().startswith(b"<?xml") and len(got[1].content) > 1000
     assert ir.json()["size_bytes"] == sum(len(r.content) for r in got)
+    body = {"format": "openvino", "embed_preprocessing": True}
+    pixels = client.post("/v1/runs/digits-run/export", json=body)
+    assert pixels.status_code == 200, pixels.text
+    assert pixels.json()["file"] == "best.pixels.openvino.xml" and pixels.json()["parity"]["ok"]
 
     # A reconnecting page gets only what it missed; a restarted server replays the file.
     tail = _events(client, "digits-run", **{"Last-Event-ID": str(len(events) - 2)})
@@ -252,6 +256,12 @@ def test_bad_requests_get_json_errors_and_the_server_keeps_serving(client, tmp_p
         ("post", "/v1/runs/done/export", {"json": {"format": "onnx"}}, 409),
         ("post", "/v1/runs/done/export", {"json": {"format": "pdf"}}, 422),
         ("post", "/v1/runs/done/export", {"json": {"format": "keras", "int8": True}}, 422),
+        (
+            "post",
+            "/v1/runs/done/export",
+            {"json": {"format": "onnx", "embed_preprocessing": True}},
+            422,
+        ),
         ("get", "/v1/runs/done/misclassified?limit=0", {}, 422),
         ("get", "/v1/runs/done/misclassified", {}, 409),
         ("get", "/v1/datasets/nope", {}, 404),

@@ -121,6 +121,11 @@ class ExportRequest(BaseModel):
         False,
         description=f"int8, calibrated on the run's training images ({', '.join(INT8_FORMATS)})",
     )
+    embed_preprocessing: bool = Field(
+        False,
+        description="openvino: the IR takes uint8 RGB pixels [N, H, W, C] and normalises them "
+        "in the graph",
+    )
 
 
 class ExportResult(BaseModel):
@@ -346,10 +351,18 @@ async def export_run(request: Request, run_id: str, body: ExportRequest) -> dict
         raise ApiError(422, f"format must be one of {', '.join(FORMATS)}, not {body.format!r}")
     if body.int8 and body.format not in INT8_FORMATS:
         raise ApiError(422, f"int8 export covers {', '.join(INT8_FORMATS)}, not {body.format}")
+    if body.embed_preprocessing and body.format != "openvino":
+        raise ApiError(422, f"embed_preprocessing covers openvino, not {body.format}")
     folder = existing_run(_root(request), run_id)
     source = _export_source(folder)
     try:
-        result = await asyncio.to_thread(export_checkpoint, source, body.format, int8=body.int8)
+        result = await asyncio.to_thread(
+            export_checkpoint,
+            source,
+            body.format,
+            int8=body.int8,
+            embed_preprocessing=body.embed_preprocessing,
+        )
     except ResNetError as e:
         raise ApiError(422, str(e).splitlines()[0]) from None
     written = [Path(result.path)]
