@@ -356,9 +356,9 @@ def embed_preprocessing(ir: IR, preprocessing: dict[str, Any]) -> IR:
     uint8 pixels [N, H, W, C] in RGB (grey: C = 1), already resized to the model's size, and
     converts, reorders (BGR weights) and normalises them itself (OpenVINO's PrePostProcessor).
 
-    A deployment then hands decoded frames straight to OpenVINO: no float copy, no
-    normalisation pass in Python, and the CPU plugin folds the scale and shift into the first
-    layer's quantization where the model is int8. `metadata["pixel_input"]` marks the file;
+    A deployment then hands decoded frames straight to OpenVINO: no float copy and no
+    normalisation pass in Python; the CPU plugin runs conversion, shift and scale as one
+    fused element-wise pass (BENCHMARKS.md, "Decoded pixels to logits"). `metadata["pixel_input"]` marks the file;
     `load` accepts our usual normalised float batches for it too (they are turned back into
     pixels), so predict, val and the parity check run it unchanged.
     """
