@@ -8,8 +8,13 @@ import sys
 
 import pytest
 import torch
-from conftest import write_digits_folder
-from test_export import CLASSES, PRE, _digits, train_tiny
+from test_export import CLASSES, PRE
+
+# Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
+from tiny_runs import digit_pngs as digit_pngs
+from tiny_runs import digits as digits
+from tiny_runs import one_torch_thread as one_torch_thread
+from tiny_runs import trained as trained
 
 from resnet.cli import main
 from resnet.errors import ResNetError
@@ -31,39 +36,23 @@ def _converter():
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One PyTorch (and so LiteRT) thread: these nets are tiny, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return _digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """test_export's tiny ResNet, trained the same way."""
-    return train_tiny(digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def digit_pngs(tmp_path_factory):
-    """Digits as PNG class folders: train/ calibrates int8, val/ is held out."""
-    return write_digits_folder(tmp_path_factory.mktemp("pngs") / "digits", per_class=10)
-
-
 @pytest.fixture(scope="module")
 def fp32(trained, tmp_path_factory):
-    """The checkpoint exported once through the CLI's function (default parity images)."""
+    """The checkpoint exported once through the CLI's function with its defaults: a .tflite
+    has a batch of 1 unless a dynamic one is asked for (default parity images)."""
     _, ckpt = trained
-    return export_checkpoint(
-        ckpt, "tflite", tmp_path_factory.mktemp("lt") / "m.tflite", num_images=12
+    out = tmp_path_factory.mktemp("lt") / "m.tflite"
+    return export_checkpoint(ckpt, "tflite", out, num_images=12)
+
+
+def test_export_checkpoint_makes_a_dynamic_batch_file_when_asked(trained, tmp_path):
+    _, ckpt = trained
+    result = export_checkpoint(
+        ckpt, "tflite", tmp_path / "d.tflite", dynamic_batch=True, num_images=6
     )
+    assert result.metadata["dynamic_batch"] is True and result.parity.batch_sizes == (1, 5)
+    run, meta = load_serialized("tflite", result.path)
+    assert meta["dynamic_batch"] is True and run.fixed_batch is None
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +235,78 @@ def test_missing_package_is_named_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pip install litert-torch ai-edge-litert" in err[0]
     assert not out.exists()
+
+
+def _warmed(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in eval mode with BatchNorm statistics from a few random batches (not the
+    initial ones), so the logits differ from image to image."""
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+def _small(shortcut: str, **options) -> torch.nn.Module:
+    """A CIFAR-layout ResNet with one basic block a stage (8, 16, 32 channels)."""
+    from resnet.models import ResNet, ResNetSpec
+
+    spec = ResNetSpec(
+        "basic", (1, 1, 1), (8, 16, 32), stem="cifar", stem_width=8, shortcut=shortcut
+    )
+    return ResNet(spec, num_classes=10, **options)
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        "resnet20",  # option-A shortcuts: strided slice + zero channels
+        "conv-shortcut",  # 1x1 projection shortcuts (option B); an avg+max pool head
+    ],
+)
+def test_dynamic_batch_file_matches_eager_at_any_batch_in_one_invoke(net):
+    from resnet.export import litert as litert_export
+    from resnet.models import create
+    from resnet.models.layers import GlobalPool, PadShortcut
+
+    if net == "resnet20":
+        model = _warmed(create("resnet20", num_classes=10))
+    else:  # adaptive_max_pool2d, which litert-torch cannot lower, is rewritten too
+        model = _warmed(_small("B", global_pool="avgmax"))
+    x = torch.randn(5, 3, 32, 32)
+    meta = {"format": "tflite", "classes": list("abcdefghij"), "preprocessing": {}}
+    data = litert_export.tflite_bytes(
+        model, x[:2], {**meta, "dynamic_batch": False}, dynamic_batch=True
+    )
+    assert litert_export.read_metadata(data)["dynamic_batch"] is True  # what the file has
+    run, _ = litert_export.load(data, threads=1)
+    assert run.fixed_batch is None and list(run.input["shape_signature"]) == [-1, 3, 32, 32]
+    with torch.no_grad():
+        ref = model(x)
+    for b in (5, 1, 5):  # the input is resized to each batch, and back
+        torch.testing.assert_close(run(x[:b]), ref[:b], atol=1e-4, rtol=1e-4)
+    assert run(x[:0]).shape == (0, 10)
+    with pytest.raises(ResNetError, match=r"inputs of shape \[N, 3, 32, 32\]"):
+        run(torch.zeros(2, 3, 16, 16))
+    # A rewritten copy was converted: the model keeps its own pool and shortcuts.
+    assert type(model.global_pool) is GlobalPool
+    assert sum(isinstance(m, PadShortcut) for m in model.modules()) == (net == "resnet20") * 2
+    if net == "resnet20":  # int8 keeps the batch dynamic, and batching changes no value
+        int8 = litert_export.quantize_tflite(data, x, threads=1)
+        assert litert_export.read_metadata(int8)["dynamic_batch"] is True
+        q, _ = litert_export.load(int8, threads=1)
+        assert q.fixed_batch is None
+        one_by_one = torch.cat([q(x[i : i + 1]) for i in range(5)])
+        torch.testing.assert_close(q(x), one_by_one, atol=0, rtol=0)
+
+
+def test_dynamic_batch_is_refused_in_one_line_for_a_net_that_flattens_by_the_batch():
+    from resnet.export import litert as litert_export
+
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+    with pytest.raises(ResNetError, match=r"dynamic batch .* failed: .*with a batch of 1"):
+        litert_export.tflite_bytes(flat, torch.zeros(2, 3, 32, 32), dynamic_batch=True)
 
 
 def test_3d_nets_are_refused_before_the_converter_crashes():

@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--dynamic-batch",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="symbolic batch dimension (default: on; --no-dynamic-batch fixes it to 1)",
+        default=None,
+        help="symbolic batch dimension (default: on, except tflite: batch 1, run image by "
+        "image; --no-dynamic-batch fixes it to 1)",
     )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's; dynamo >= 18)")
     p.add_argument(

@@ -109,8 +109,9 @@ def serialize(
         )
     if opset is not None:
         raise ResNetError("--opset applies to ONNX only")
-    if fmt == "tflite":  # always batch 1 (see litert's module note): the runner loops
-        return litert_export.tflite_bytes(model, example[:1], metadata)
+    if fmt == "tflite":  # batch 1 unless asked: the runner then feeds images one by one
+        batch = example if dynamic_batch else example[:1]
+        return litert_export.tflite_bytes(model, batch, metadata, dynamic_batch=dynamic_batch)
     if fmt == "keras":
         return keras_export.keras_bytes(model, metadata or {})
     if fmt == "torchscript":
@@ -225,7 +226,7 @@ def export_checkpoint(
     fmt: str,
     out: str | os.PathLike | None = None,
     *,
-    dynamic_batch: bool = True,
+    dynamic_batch: bool | None = None,
     opset: int | None = None,
     images: Sequence[str | os.PathLike] | None = None,
     num_images: int = 16,
@@ -254,12 +255,14 @@ def export_checkpoint(
             .xml, the .bin is written beside it; converted from the ONNX export, so `opset`
             and `exporter` apply too), "keras" (a .keras archive of a Keras functional
             model that takes NHWC RGB in [0, 1]; see `keras_export`) or "tflite" (a LiteRT
-            flatbuffer converted by litert-torch, batch fixed at 1; see `litert`).
+            flatbuffer converted by litert-torch; see `litert`).
         out: output path; default beside the checkpoint (best.pt -> best.onnx,
             best.torchscript.pt, best.pt2, best.openvino.xml, best.keras, best.tflite;
             best.int8.onnx, best.int8.openvino.xml, best.int8.tflite with `int8`).
-        dynamic_batch: symbolic batch dimension (TorchScript and Keras are always batch-free;
-            a .tflite is always batch 1, its parity still checked at batch 1 and 5).
+        dynamic_batch: symbolic batch dimension; None (default): on for every format but
+            tflite, whose file has a batch of 1 unless asked (phones run one image; on a CPU a
+            batched invoke ran no faster). TorchScript and Keras are always batch-free; a
+            batch-1 .tflite is still parity-checked at batch 1 and 5, fed image by image.
         opset: ONNX opset (None: the exporter's default).
         images: image files for the parity check.
         num_images: images in the parity check.
@@ -284,9 +287,9 @@ def export_checkpoint(
         keras_export.check_supported(model, str(state.get("arch", "the model")))
     if fmt == "tflite":
         litert_export.check_supported(model, str(state.get("arch", "the model")))
-    # TorchScript and Keras are always batch-free; a .tflite is always batch 1 (its runner
-    # feeds larger batches image by image).
-    dynamic = (dynamic_batch or fmt in ("torchscript", "keras")) and fmt != "tflite"
+    if dynamic_batch is None:
+        dynamic_batch = fmt != "tflite"
+    dynamic = dynamic_batch or fmt in ("torchscript", "keras")  # those two are batch-free
     meta = make_metadata(state, fmt=fmt, dynamic_batch=dynamic)
     pre = meta["preprocessing"]
     source = _int8_source(calibration, state, meta, calibration_images, fmt) if int8 else None

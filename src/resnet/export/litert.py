@@ -2,13 +2,21 @@
 resnet metadata in the flatbuffer's own `metadata` list, int8 through ai-edge-quantizer, and CPU
 inference through ai-edge-litert's Interpreter (XNNPACK).
 
-Why a fixed batch of 1: litert-torch 0.10 (torch 2.14) accepts `dynamic_shapes`, but it lowers
-`flatten` to a reshape whose symbolic size JAX cannot trace, and, once that is worked around,
-it still bakes the example's batch size into the ends of the option-A shortcut's strided
-slices, so the "dynamic" file is wrong at any other batch. One image per call is also what a
-phone runs. The file's input is [1, C, H, W] (metadata "dynamic_batch": false); `LiteRTRunner`
-feeds a batch of any size image by image, so predict, val and the parity check use it like the
-other runtimes.
+Batch: `tflite_bytes(..., dynamic_batch=True)` gives the file a batch dimension of -1 (metadata
+"dynamic_batch": true) and `LiteRTRunner` resizes it to each batch and runs it in one invoke;
+without it the input is [1, C, H, W] and the runner feeds a batch image by image. Either way
+predict, val and the parity check use it like the other runtimes. litert-torch 0.10
+(torch 2.14) lowers two of our layers wrongly once the batch is symbolic: the global pool's
+`flatten` becomes a reshape whose symbolic size JAX cannot trace, and the option-A shortcut's
+strided slice `x[:, :, ::2, ::2]` becomes a gather with the example's batch size baked in (the
+file fails or is wrong at any other batch). So the net converted is a copy with those two
+layers rewritten, the user's model untouched: the pool as `mean`/`amax` over H and W, and the
+option-A shortcut as a fixed 1x1 convolution with the stride whose weight is the identity on
+the input channels and zero on the new ones. Both are exact in fp32 and convert with a fixed
+batch too (35 ops instead of 39 for resnet20; `adaptive_max_pool2d`, which litert-torch
+cannot lower, is gone from max-pooled heads), so every export goes through them. Nets whose
+own code flattens by the batch size (torchvision's, for one) do not convert with a dynamic
+batch: export them with a batch of 1.
 
 Why the Interpreter and not CompiledModel: both run the same XNNPACK kernels on the CPU, but
 CompiledModel logs some twenty lines on stderr at every load (GPU, NPU and vendor plugins it
@@ -34,6 +42,7 @@ rewrites models, and read back from the flatbuffer without unpacking the weights
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -46,9 +55,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ResNetError
+from ..models.layers import GlobalPool, PadShortcut
 from .metadata import INPUT_NAME, OUTPUT_NAME, decode
 
 INSTALL = "pip install litert-torch ai-edge-litert"
@@ -128,27 +139,120 @@ def _quiet():
         root.setLevel(level)
 
 
+class _PoolToVector(GlobalPool):
+    """The global pool as reductions over H and W: no `flatten` (its reshape by a symbolic batch
+    size fails in litert-torch) and no `adaptive_max_pool2d` (which it cannot lower)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C)."""
+        if self.kind == "avg":
+            return x.mean((2, 3))
+        if self.kind == "max":
+            return x.amax((2, 3))
+        return 0.5 * (x.mean((2, 3)) + x.amax((2, 3)))
+
+
+class _ShortcutConv(nn.Module):
+    """The option-A shortcut as a fixed 1x1 convolution with its stride: the identity on the
+    input channels, zero for the new ones; exact in fp32, and it never slices the batch."""
+
+    def __init__(self, cin: int, shortcut: PadShortcut):
+        super().__init__()
+        self.stride = shortcut.stride
+        weight = torch.eye(cin + shortcut.extra, cin)[:, :, None, None]
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` subsampled by the stride, with zero channels appended."""
+        return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride)
+
+
+def _convertible(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of a 2-D `model` whose global pools and option-A shortcuts are rewritten into forms
+    that litert-torch lowers correctly with a symbolic batch (see the module note); `model`
+    itself when it has neither. One image of `example`, run in eval mode through the copy,
+    tells each shortcut its input channels."""
+    if not any(isinstance(m, GlobalPool | PadShortcut) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    channels: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, args: tuple) -> None:
+        channels[module] = int(args[0].shape[1])
+
+    shortcuts = [m for m in model.modules() if isinstance(m, PadShortcut)]
+    if shortcuts:
+        modes = {m: m.training for m in model.modules()}
+        hooks = [m.register_forward_pre_hook(record) for m in shortcuts]
+        try:
+            with torch.no_grad():
+                model.eval()(example[:1].float())
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for m, training in modes.items():
+                m.training = training
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PadShortcut) and child in channels:
+                setattr(parent, name, _ShortcutConv(channels[child], child))
+            elif isinstance(child, GlobalPool):
+                pool = _PoolToVector(child.kind)
+                pool.train(child.training)
+                setattr(parent, name, pool)
+    return model
+
+
 def tflite_bytes(
-    model: nn.Module, example: torch.Tensor, metadata: dict[str, Any] | None = None
+    model: nn.Module,
+    example: torch.Tensor,
+    metadata: dict[str, Any] | None = None,
+    *,
+    dynamic_batch: bool = False,
 ) -> bytes:
-    """`model` (eval mode) converted to a .tflite flatbuffer by litert-torch, batch fixed at 1,
-    signature input "input" and output "logits"; `metadata` written into its metadata list."""
+    """`model` (eval mode) converted to a .tflite flatbuffer by litert-torch, signature input
+    "input" and output "logits"; `metadata` written into its metadata list, its
+    "dynamic_batch" set to what the file has.
+
+    Args:
+        model: the net; a rewritten copy of it is converted (see the module note).
+        example: an input batch (its first one or two images trace the net).
+        metadata: the resnet metadata dict (`make_metadata`), or None for a bare file.
+        dynamic_batch: a batch dimension of -1 (`LiteRTRunner` runs any batch in one invoke)
+            instead of 1.
+
+    Raises:
+        ResNetError: a 3-D net, or a net litert-torch fails to convert.
+    """
     require_litert(convert=True)
     import litert_torch
 
     check_supported(model)
     litert_torch.config.show_progress = False
+    net = _Named(_convertible(model, example))
+    sample = example[:1].float()
+    dynamic = None
+    if dynamic_batch:  # traced at batch 2: torch.export specialises a batch of 1
+        sample = torch.cat([sample, example[1:2].float() if len(example) > 1 else sample])
+        dynamic = {INPUT_NAME: {0: torch.export.Dim("batch", min=1)}}
     with _quiet(), torch.no_grad():
         try:
             converted = litert_torch.convert(
-                _Named(model), sample_kwargs={INPUT_NAME: example[:1].float()}
+                net, sample_kwargs={INPUT_NAME: sample}, dynamic_shapes=dynamic
             )
             data = bytes(converted.model_content())
         except ResNetError:
             raise
         except Exception as e:  # noqa: BLE001 - converter errors come in many types
+            if dynamic_batch:
+                raise ResNetError(
+                    f"LiteRT conversion with a dynamic batch (litert-torch) failed: "
+                    f"{_message(e).rstrip('.')}; export it with a batch of 1 (--no-dynamic-batch)"
+                ) from None
             raise ResNetError(f"LiteRT conversion (litert-torch) failed: {_message(e)}") from None
-    return set_metadata(data, metadata) if metadata else data
+    if metadata:
+        return set_metadata(data, {**metadata, "dynamic_batch": dynamic_batch})
+    return data
 
 
 def _schema():
@@ -283,9 +387,14 @@ def _quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
 class LiteRTRunner:
     """Calls a LiteRT Interpreter like a module: float tensor in, float32 logits out.
 
-    A file whose batch is fixed at 1 (every export here) runs a batch of any size image by
-    image; an int8 file's input is quantized and its output dequantized with their tensors'
-    scale and zero point. Calls are serialised: an Interpreter is not thread-safe.
+    A file with a dynamic batch (input shape signature [-1, ...]) runs each batch in one
+    invoke, its input resized whenever the batch size changes; a file whose batch is fixed
+    runs a batch of any multiple of it piece by piece (image by image for the batch-1 files).
+    An int8 file's input is quantized and its output dequantized with their tensors' scale and
+    zero point. Calls are serialised: an Interpreter is not thread-safe.
+
+    Attributes:
+        fixed_batch: the file's batch size, None when it is dynamic.
     """
 
     def __init__(self, interp):
@@ -293,7 +402,10 @@ class LiteRTRunner:
         self.input = interp.get_input_details()[0]
         self.output = interp.get_output_details()[0]
         self.shape = tuple(int(d) for d in self.input["shape"])
-        self.fixed_batch = self.shape[0]
+        signature = self.input.get("shape_signature")
+        dynamic = signature is not None and len(signature) > 0 and int(signature[0]) < 0
+        self.fixed_batch = None if dynamic else self.shape[0]
+        self._batch = self.shape[0]  # the batch the tensors are allocated for
         self.in_q = _quantization(self.input)
         self.out_q = _quantization(self.output)
         self._lock = threading.Lock()
@@ -313,27 +425,42 @@ class LiteRTRunner:
         scale, zero = self.out_q
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
+    def _resize(self, n: int) -> None:
+        """Reallocates a dynamic-batch file's tensors for a batch of `n`."""
+        if n != self._batch:
+            self.interpreter.resize_tensor_input(
+                self.input["index"], [n, *self.shape[1:]], strict=True
+            )
+            self.interpreter.allocate_tensors()
+            self._batch = n
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        """The dequantized output for one input tensor."""
+        self.interpreter.set_tensor(self.input["index"], self._quantize(x))
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self.output["index"]))
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of `batch` [N, ...] (N a multiple of the file's fixed batch)."""
+        """Float32 logits of `batch` [N, ...] (a fixed-batch file: N a multiple of its batch)."""
         x = batch.detach().to(torch.float32).contiguous().numpy()
         b = self.fixed_batch
         if tuple(x.shape[1:]) != self.shape[1:]:
+            shape = ", ".join(str(d) for d in ("N" if b is None else b, *self.shape[1:]))
             raise ResNetError(
-                f"this LiteRT model takes inputs of shape {list(self.shape)}, got {list(x.shape)}"
+                f"this LiteRT model takes inputs of shape [{shape}], got {list(x.shape)}"
             )
-        if b < 1 or len(x) % b:
+        if b is not None and (b < 1 or len(x) % b):
             raise ResNetError(
                 f"this LiteRT model has a fixed batch size of {b} (got {len(x)}); "
                 "export it again with resnet export --format tflite"
             )
-        outs = []
-        with self._lock:
-            for i in range(0, len(x), b):
-                self.interpreter.set_tensor(self.input["index"], self._quantize(x[i : i + b]))
-                self.interpreter.invoke()
-                outs.append(self._dequantize(self.interpreter.get_tensor(self.output["index"])))
-        if not outs:
+        if not len(x):
             return torch.zeros((0, *self.output["shape"][1:]), dtype=torch.float32)
+        with self._lock:
+            if b is None:
+                self._resize(len(x))
+                return torch.from_numpy(self._invoke(x))
+            outs = [self._invoke(x[i : i + b]) for i in range(0, len(x), b)]
         return torch.from_numpy(np.concatenate(outs))
 
 

@@ -139,7 +139,8 @@ def load_classifier(
     if backend in _IN_MEMORY:
         fmt = _IN_MEMORY[backend]
         x = _parity_inputs(meta["preprocessing"], state, 4)
-        data = formats.serialize(model, fmt, x[:2], dynamic_batch=True, metadata=meta)
+        dynamic = backend != "litert"  # LiteRT: batch 1, fed image by image (see _IN_MEMORY)
+        data = formats.serialize(model, fmt, x[:2], dynamic_batch=dynamic, metadata=meta)
         run, _ = formats.load_serialized(fmt, data, threads)
         check_parity(model, run, x, runtime=backend, batch_sizes=(1, 3))
     else:
