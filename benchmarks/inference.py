@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pixel_pipelines
 import torch
 
 from resnet.export.benchmark import (
@@ -53,7 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--pixels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time resnet50 from decoded pixels: OpenVINO int8 with the preprocessing "
+        "embedded against OpenVINO's own int8 pipeline (benchmarks/pixel_pipelines.py)",
+    )
+    ap.add_argument("--pixel-seconds", type=float, default=20.0, help="per batch size")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
     big = subject("resnet50")
@@ -104,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             "offline",
         )
         entry["best_strict_random_weights"] = strict
+    if args.pixels and "openvino_int8_reference" in args.modes.split(","):
+        result["resnet50_pixels_to_logits"] = pixel_pipelines.measure(
+            args.threads or torch.get_num_threads(),
+            args.pixel_seconds,
+            max(args.rounds, 5),
+            log=lambda m: print(f"[{time.perf_counter() - t0:5.0f}s] {m}", file=sys.stderr),
+        )
     result["goals"] = goals(result)
     result["command"] = "python benchmarks/inference.py " + " ".join(argv or sys.argv[1:])
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -139,6 +157,13 @@ def goals(result: dict) -> dict:
             )
             out["not_slower_than_openvino_reference_batch32"] = _goal(
                 row["throughput_img_s"] / ref["throughput_img_s"], 1.0
+            )
+    pixels = result.get("resnet50_pixels_to_logits", {})
+    for b in (1, 32):
+        row = pixels.get(f"batch{b}", {}).get("ours_openvino_int8_pixels")
+        if row:
+            out[f"not_slower_than_openvino_reference_from_pixels_batch{b}"] = _goal(
+                row["vs_openvino_int8_reference"]["median"], 1.0
             )
     fm = result.get("fashion_mnist_resnet20", {})
     counts = fm.get("info", {}).get("agreement_images", {})

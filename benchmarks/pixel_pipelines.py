@@ -109,6 +109,30 @@ def timings(runs: dict, u: torch.Tensor, min_seconds: float, rounds: int) -> dic
     return out
 
 
+def measure(threads: int, min_seconds: float, rounds: int, batch_sizes=(1, 32), log=None) -> dict:
+    """The four pipelines' top-1 agreement and their timings at each batch size."""
+    s = subject("resnet50")
+    pre = s.preprocessing
+    calibration = real_inputs(pre, 64, seed=1000)
+    example = ov_export.on_pixel_grid(real_inputs(pre, 2, seed=5), pre)
+    runs = pipelines(s, threads, calibration, example)
+    photos = ov_export.on_pixel_grid(real_inputs(pre, 64, seed=3000), pre)
+    result = {
+        "threads": threads,
+        "model": "resnet50, 224 px, random weights (BatchNorm statistics from photo crops)",
+        "top1_agreement_with_fp32": agreement(runs, photos, pre),
+        "note": "every pipeline starts from the same uint8 pixels in the layout it takes: "
+        "[N, C, H, W] for the torch preprocessing, [N, H, W, C] for the embedded one; "
+        "speed-ups are medians of per-round paired ratios (min and max beside them)",
+    }
+    for b in batch_sizes:
+        u = both_layouts(pixels_of(real_inputs(pre, b, seed=6), pre))
+        result[f"batch{b}"] = timings(runs, u, min_seconds, rounds)
+        if log:
+            log(f"pixels to logits: batch {b} timed")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measures the four pipelines at batch 1 and 32 and writes the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,24 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    s = subject("resnet50")
-    pre = s.preprocessing
-    calibration = real_inputs(pre, 64, seed=1000)
-    example = ov_export.on_pixel_grid(real_inputs(pre, 2, seed=5), pre)
-    runs = pipelines(s, args.threads, calibration, example)
-    photos = ov_export.on_pixel_grid(real_inputs(pre, 64, seed=3000), pre)
-    result = {
-        "machine": machine(),
-        "threads": args.threads,
-        "model": "resnet50, 224 px, random weights (BatchNorm statistics from photo crops)",
-        "top1_agreement_with_fp32": agreement(runs, photos, pre),
-        "note": "every pipeline starts from the same uint8 pixels in the layout it takes: "
-        "[N, C, H, W] for the torch preprocessing, [N, H, W, C] for the embedded one",
-    }
-    for b in (int(v) for v in args.batch_sizes.split(",")):
-        u = both_layouts(pixels_of(real_inputs(pre, b, seed=6), pre))
-        result[f"batch{b}"] = timings(runs, u, args.min_seconds, args.rounds)
-        print(f"[{time.perf_counter() - t0:5.0f}s] batch {b} done", file=sys.stderr)
+    sizes = tuple(int(v) for v in args.batch_sizes.split(","))
+    result = {"machine": machine()} | measure(
+        args.threads,
+        args.min_seconds,
+        args.rounds,
+        sizes,
+        lambda m: print(f"[{time.perf_counter() - t0:5.0f}s] {m}", file=sys.stderr),
+    )
     result["command"] = "python benchmarks/pixel_pipelines.py " + " ".join(argv or sys.argv[1:])
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")

@@ -358,9 +358,10 @@ def embed_preprocessing(ir: IR, preprocessing: dict[str, Any]) -> IR:
 
     A deployment then hands decoded frames straight to OpenVINO: no float copy and no
     normalisation pass in Python; the CPU plugin runs conversion, shift and scale as one
-    fused element-wise pass (BENCHMARKS.md, "Decoded pixels to logits"). `metadata["pixel_input"]` marks the file;
-    `load` accepts our usual normalised float batches for it too (they are turned back into
-    pixels), so predict, val and the parity check run it unchanged.
+    fused element-wise pass (BENCHMARKS.md, "Decoded pixels to logits").
+    `metadata["pixel_input"]` marks the file; `load` accepts our usual normalised float
+    batches for it too (they are turned back into pixels), so predict, val and the parity
+    check run it unchanged.
     """
     ov = require_openvino()
     from openvino.preprocess import PrePostProcessor
