@@ -160,6 +160,33 @@ def test_embedded_preprocessing_takes_uint8_pixels(trained, digits, digit_pngs, 
         assert a["predictions"][0]["class"] == e["predictions"][0]["class"]
 
 
+def test_embedded_preprocessing_reorders_rgb_pixels_for_bgr_weights():
+    """Caffe-style weights want BGR: the graph takes RGB pixels and reorders them itself."""
+    from resnet.data.transforms import ToModelInput, make_preprocessing
+    from resnet.export import onnx as onnx_export
+    from resnet.export import openvino as ove
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+    pre = make_preprocessing(3, (8, 8), [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]) | {
+        "channel_order": "bgr"
+    }
+    rgb = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)  # as a decoder gives them
+    x = ToModelInput(pre)(rgb.permute(0, 3, 1, 2).float() / 255)  # what eager is fed
+    onnx_model = onnx_export.onnx_bytes(net, x, dynamic_batch=True)
+    ir = ove.embed_preprocessing(ove.ir_bytes(ove.from_onnx(onnx_model)), pre)
+    compiled = ove.compile_model(ove.read_model(ir))
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_allclose(compiled(rgb.numpy())[0], want, atol=1e-5, rtol=1e-5)
+    assert np.array_equal(ove.to_pixels(x, pre), rgb.numpy())  # and back again
+
+
 def test_embedded_preprocessing_is_refused_outside_openvino(trained, tmp_path, capsys):
     _, ckpt = trained
     capsys.readouterr()

@@ -358,7 +358,7 @@ def embed_preprocessing(ir: IR, preprocessing: dict[str, Any]) -> IR:
 
     A deployment then hands decoded frames straight to OpenVINO: no float copy and no
     normalisation pass in Python; the CPU plugin runs conversion, shift and scale as one
-    fused element-wise pass (BENCHMARKS.md, "Decoded pixels to logits").
+    fused element-wise pass (BENCHMARKS.md, "From decoded pixels").
     `metadata["pixel_input"]` marks the file; `load` accepts our usual normalised float
     batches for it too (they are turned back into pixels), so predict, val and the parity
     check run it unchanged.
@@ -386,13 +386,19 @@ def embed_preprocessing(ir: IR, preprocessing: dict[str, Any]) -> IR:
     return ir_bytes(fused, meta and meta | {PIXEL_INPUT: True})
 
 
+def _normalisation(preprocessing: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(mean, std) as [1, C, 1, 1] tensors, and whether the weights want BGR."""
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return mean, std, str(preprocessing.get("channel_order") or "rgb").lower() == "bgr"
+
+
 def to_pixels(batch: torch.Tensor, preprocessing: dict[str, Any]) -> np.ndarray:
     """A normalised float batch [N, C, H, W] back as the uint8 RGB pixels [N, H, W, C] an IR
     with embedded preprocessing takes (the inverse of the eval transform's normalisation)."""
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    mean, std, bgr = _normalisation(preprocessing)
     x = batch.detach().float() * std + mean
-    if str(preprocessing.get("channel_order") or "rgb").lower() == "bgr":
+    if bgr:
         x = x.flip(1)  # the graph takes RGB and reorders itself
     pixels = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).contiguous().numpy()
@@ -401,11 +407,10 @@ def to_pixels(batch: torch.Tensor, preprocessing: dict[str, Any]) -> np.ndarray:
 def on_pixel_grid(batch: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
     """`batch` (normalised float [N, C, H, W]) with each value moved to the nearest 8-bit
     pixel's: what eager sees is then exactly what an IR with embedded preprocessing is fed."""
+    mean, std, bgr = _normalisation(preprocessing)
     pixels = torch.from_numpy(to_pixels(batch, preprocessing)).permute(0, 3, 1, 2).float()
-    if str(preprocessing.get("channel_order") or "rgb").lower() == "bgr":
+    if bgr:
         pixels = pixels.flip(1)
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
     return (pixels / 255.0 - mean) / std
 
 
