@@ -5,26 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from conftest import write_digits_folder
-from test_export import _digits, train_tiny
+
+# Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
+from tiny_runs import digits as digits
+from tiny_runs import one_torch_thread as one_torch_thread
+from tiny_runs import trained as trained
 
 from resnet.cli import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One PyTorch thread: tiny nets on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(trained):
     """test_export's tiny digits ResNet, trained the same way: its checkpoint path."""
-    return train_tiny(_digits(), tmp_path_factory)[1]
+    return trained[1]
 
 
 @pytest.fixture(scope="module")
