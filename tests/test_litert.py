@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from test_export import CLASSES, PRE
+from tiny_runs import assert_predicts_as_checkpoint
 
 # Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
 from tiny_runs import digit_pngs as digit_pngs
@@ -71,12 +72,6 @@ def int8(trained, digit_pngs, tmp_path_factory):
     )
 
 
-def predict_json(capsys, *argv: str) -> list[dict]:
-    capsys.readouterr()
-    assert main(["predict", *argv, "--json", "--device", "cpu"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 def metadata_entries(path) -> dict[str, bytes]:
     """The flatbuffer's metadata list as any TFLite tool sees it (the schema LiteRT ships)."""
     from ai_edge_litert import schema_py_generated as schema
@@ -122,15 +117,7 @@ def test_predict_on_tflite_and_backend_litert_match_the_checkpoint(
 ):
     _, ckpt = trained
     images = [str(p) for p in sorted((digit_pngs / "val").rglob("*.png"))[:6]]
-    eager = predict_json(capsys, str(ckpt), *images)
-    from_file = predict_json(capsys, str(fp32.path), *images)
-    in_memory = predict_json(capsys, str(ckpt), *images, "--backend", "litert")
-    for e, a, b in zip(eager, from_file, in_memory, strict=True):
-        top = [p["class"] for p in e["predictions"]]
-        assert [p["class"] for p in a["predictions"]] == top
-        assert [p["class"] for p in b["predictions"]] == top
-        for p, q in zip(e["predictions"], a["predictions"], strict=True):
-            assert q["probability"] == pytest.approx(p["probability"], abs=1e-4)
+    assert_predicts_as_checkpoint(capsys, ckpt, fp32.path, "litert", images)
     clf = load_classifier(fp32.path)
     assert clf.backend == "litert" and clf.source == "tflite" and clf.classes == CLASSES
     with pytest.raises(ResNetError, match="runs with --backend litert"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_export import CLASSES, PRE
+from tiny_runs import assert_predicts_as_checkpoint, predict_json
 
 # Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
 from tiny_runs import digit_pngs as digit_pngs
@@ -28,12 +29,6 @@ ov = pytest.importorskip("openvino")
 def export_json(capsys, *argv: str) -> dict:
     capsys.readouterr()
     assert main(["export", *argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def predict_json(capsys, *argv: str) -> list[dict]:
-    capsys.readouterr()
-    assert main(["predict", *argv, "--json", "--device", "cpu"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -89,15 +84,7 @@ def test_fp32_ir_pair_parity_dynamic_batch_and_rt_info(fp32, trained, digits):
 def test_predict_on_ir_and_backend_openvino_match_the_checkpoint(fp32, trained, digit_pngs, capsys):
     _, ckpt = trained
     images = [str(p) for p in sorted((digit_pngs / "val").rglob("*.png"))[:6]]
-    eager = predict_json(capsys, str(ckpt), *images)
-    from_ir = predict_json(capsys, str(fp32.path), *images)
-    in_memory = predict_json(capsys, str(ckpt), *images, "--backend", "openvino")
-    for e, a, b in zip(eager, from_ir, in_memory, strict=True):
-        top = [p["class"] for p in e["predictions"]]
-        assert [p["class"] for p in a["predictions"]] == top
-        assert [p["class"] for p in b["predictions"]] == top
-        for p, q in zip(e["predictions"], a["predictions"], strict=True):
-            assert q["probability"] == pytest.approx(p["probability"], abs=1e-4)
+    assert_predicts_as_checkpoint(capsys, ckpt, fp32.path, "openvino", images)
     clf = load_classifier(fp32.path)
     assert clf.backend == "openvino" and clf.source == "openvino" and clf.classes == CLASSES
     with pytest.raises(ResNetError, match="runs with --backend openvino"):

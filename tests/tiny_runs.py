@@ -7,6 +7,8 @@ scoped, so every importing module gets its own copy and its tests stay independe
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import write_digits_folder
@@ -39,3 +41,26 @@ def trained(digits, tmp_path_factory):
 def digit_pngs(tmp_path_factory):
     """Digits as PNG class folders: train/ calibrates int8, val/ is held out."""
     return write_digits_folder(tmp_path_factory.mktemp("pngs") / "digits", per_class=10)
+
+
+def predict_json(capsys, *argv: str) -> list[dict]:
+    """`resnet predict ARGV --json` on the CPU: its parsed output."""
+    from resnet.cli import main
+
+    capsys.readouterr()
+    assert main(["predict", *argv, "--json", "--device", "cpu"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def assert_predicts_as_checkpoint(capsys, ckpt, exported, backend: str, images: list[str]):
+    """The exported file and the checkpoint run in `backend` give the checkpoint's ranking,
+    the file also its probabilities (within 1e-4)."""
+    eager = predict_json(capsys, str(ckpt), *images)
+    from_file = predict_json(capsys, str(exported), *images)
+    in_memory = predict_json(capsys, str(ckpt), *images, "--backend", backend)
+    for e, a, b in zip(eager, from_file, in_memory, strict=True):
+        top = [p["class"] for p in e["predictions"]]
+        assert [p["class"] for p in a["predictions"]] == top
+        assert [p["class"] for p in b["predictions"]] == top
+        for p, q in zip(e["predictions"], a["predictions"], strict=True):
+            assert q["probability"] == pytest.approx(p["probability"], abs=1e-4)
