@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from test_export import CLASSES, PRE
-from tiny_runs import assert_predicts_as_checkpoint
+from tiny_runs import assert_bad_files_refused, assert_predicts_as_checkpoint
 
 # Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
 from tiny_runs import digit_pngs as digit_pngs
@@ -190,18 +190,12 @@ def test_bad_tflite_files_are_one_line_errors(fp32, digit_pngs, tmp_path, capsys
     bare = tmp_path / "bare.tflite"  # converted by litert-torch itself: no resnet metadata
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10)).eval()
     bare.write_bytes(litert_torch.convert(net, (torch.zeros(1, 1, 16, 16),)).model_content())
-    for path, message in (
+    cases = [
         (corrupt, "not a readable LiteRT model"),
         (other, "no TFL3 flatbuffer identifier"),
         (bare, "carries no resnet metadata"),
-    ):
-        assert detect_format(path) == "tflite"
-        with pytest.raises(ResNetError, match=message):
-            load_classifier(path)
-        capsys.readouterr()
-        assert main(["predict", str(path), image]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0]
+    ]
+    assert_bad_files_refused(capsys, "tflite", cases, image)
 
 
 @pytest.mark.parametrize(

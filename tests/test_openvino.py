@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_export import CLASSES, PRE
-from tiny_runs import assert_predicts_as_checkpoint, predict_json
+from tiny_runs import assert_bad_files_refused, assert_predicts_as_checkpoint, predict_json
 
 # Fixtures shared with other modules, requested by name (`x as x`: imported on purpose).
 from tiny_runs import digit_pngs as digit_pngs
@@ -246,18 +246,12 @@ def test_bad_ir_files_are_one_line_errors(fp32, trained, digit_pngs, tmp_path, c
     shutil.copy(fp32.path, lonely)
     other = tmp_path / "other.xml"
     other.write_text("<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'/>\n")
-    for path, message in (
+    cases = [
         (corrupt, "not a readable OpenVINO IR"),
         (lonely, "no weights file lonely.bin"),
         (other, "not an OpenVINO IR"),
-    ):
-        assert detect_format(path) == "openvino"
-        with pytest.raises(ResNetError, match=message):
-            load_classifier(path)
-        capsys.readouterr()
-        assert main(["predict", str(path), image]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0]
+    ]
+    assert_bad_files_refused(capsys, "openvino", cases, image)
     _, ckpt = trained
     assert main(["export", str(ckpt), "--format", "openvino", "--out", str(tmp_path / "a.ir")]) == 2
     assert "name the output *.xml" in capsys.readouterr().err

@@ -64,3 +64,20 @@ def assert_predicts_as_checkpoint(capsys, ckpt, exported, backend: str, images: 
         assert [p["class"] for p in b["predictions"]] == top
         for p, q in zip(e["predictions"], a["predictions"], strict=True):
             assert q["probability"] == pytest.approx(p["probability"], abs=1e-4)
+
+
+def assert_bad_files_refused(capsys, fmt: str, cases, image: str) -> None:
+    """Each (path, message): detected as `fmt`, refused by load_classifier with `message`,
+    and by `resnet predict` with exit 2 and that one line."""
+    from resnet.cli import main
+    from resnet.errors import ResNetError
+    from resnet.export import detect_format, load_classifier
+
+    for path, message in cases:
+        assert detect_format(path) == fmt
+        with pytest.raises(ResNetError, match=message):
+            load_classifier(path)
+        capsys.readouterr()
+        assert main(["predict", str(path), image]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
